@@ -1,0 +1,227 @@
+//! The storage contract. Every engine (SQLite, PostgreSQL) implements [`Store`] and must pass
+//! the same conformance suite (`conformance` feature).
+
+use async_trait::async_trait;
+use serde_json::Value;
+use time::{Duration, OffsetDateTime};
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use crate::{
+    CancelOutcome, NewOperation, Operation, OperationError, Resource, Status, TransitionError,
+};
+
+pub use crate::lifecycle::ProgressUpdate as Progress;
+
+/// Why a store call did not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No operation with that id (or not visible to the caller).
+    #[error("operation {0} not found")]
+    NotFound(Uuid),
+    /// The lifecycle or the lease fence refused the change.
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    /// The `Idempotency-Key` was used before with a different request body.
+    #[error("idempotency key `{0}` was already used with a different request")]
+    IdempotencyMismatch(String),
+    /// `parentId` names no operation.
+    #[error("parent operation {0} not found")]
+    ParentNotFound(Uuid),
+    /// Only a terminal operation may be deleted.
+    #[error("operation {id} is {status}; only a finished operation can be deleted")]
+    NotTerminal {
+        /// The operation.
+        id: Uuid,
+        /// Its current status.
+        status: Status,
+    },
+    /// The database failed or could not be reached.
+    #[error("storage failure: {0}")]
+    Database(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StoreError {
+    /// Wraps a database driver error.
+    pub fn database(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Database(Box::new(e))
+    }
+}
+
+/// The result of a submit.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    /// The operation (for a repeated idempotent submit: the existing one, as it is now).
+    pub operation: Operation,
+    /// `false` when an earlier submit with the same idempotency key already created it.
+    pub created: bool,
+}
+
+/// Filters and cursor for listing, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// Only this status.
+    pub status: Option<Status>,
+    /// Only this task name.
+    pub name: Option<String>,
+    /// Only children of this operation.
+    pub parent_id: Option<Uuid>,
+    /// Only operations of this chain.
+    pub root_id: Option<Uuid>,
+    /// Only this tenant (`None`: all tenants).
+    pub customer: Option<i64>,
+    /// Only operations with `seq` below this (the cursor of the previous page).
+    pub before_seq: Option<i64>,
+    /// Page size (the caller caps it).
+    pub limit: u32,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// The operations, newest (highest `seq`) first.
+    pub operations: Vec<Operation>,
+    /// The `before_seq` of the next page, when there may be one.
+    pub next_before_seq: Option<i64>,
+}
+
+/// Which ready operations a worker will take.
+#[derive(Debug, Clone, Default)]
+pub struct ClaimFilter {
+    /// Only these task names (empty: any).
+    pub names: Vec<String>,
+    /// Only these queues (empty: any).
+    pub queues: Vec<String>,
+}
+
+impl ClaimFilter {
+    /// Whether an operation passes the filter.
+    pub fn accepts(&self, name: &str, queue: &str) -> bool {
+        (self.names.is_empty() || self.names.iter().any(|n| n == name))
+            && (self.queues.is_empty() || self.queues.iter().any(|q| q == queue))
+    }
+}
+
+/// A worker's request for work.
+#[derive(Debug, Clone)]
+pub struct ClaimQuery {
+    /// The worker's name (recorded on the operation).
+    pub worker: String,
+    /// What it will take.
+    pub filter: ClaimFilter,
+    /// At most this many.
+    pub max: u32,
+    /// Lease length.
+    pub lease: Duration,
+}
+
+/// An operation handed to a worker.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    /// The lease token (also the operation's `executionId`); every report must carry it.
+    pub lease_id: Uuid,
+    /// When the lease runs out unless heartbeated.
+    pub expires_at: OffsetDateTime,
+    /// The operation, now running.
+    pub operation: Operation,
+}
+
+/// What a heartbeat answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// The worker should stop: a client asked to cancel.
+    pub cancel_requested: bool,
+    /// The new end of the lease.
+    pub lease_expires_at: OffsetDateTime,
+}
+
+/// A successful outcome.
+#[derive(Debug, Clone, Default)]
+pub struct Completion {
+    /// The output.
+    pub result: Option<Value>,
+    /// Where the result lives, when not in `result`.
+    pub result_url: Option<String>,
+    /// Resources created or changed.
+    pub resources: Vec<Resource>,
+}
+
+/// A failed attempt.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// What went wrong.
+    pub error: OperationError,
+    /// Whether another attempt may succeed.
+    pub retryable: bool,
+}
+
+/// A change to one operation, broadcast to everyone waiting on the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    /// The operation.
+    pub id: Uuid,
+    /// Its version after the change.
+    pub version: i64,
+    /// Its status after the change.
+    pub status: Status,
+}
+
+/// Durable storage of operations. All lifecycle rules come from [`Operation`]'s named
+/// changes; a store adds atomicity, claims that hand each ready operation to one worker, and
+/// change notifications.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates an operation (or, for a repeated idempotency key with the same fingerprint,
+    /// returns the existing one).
+    async fn submit(&self, new: NewOperation) -> Result<Submitted, StoreError>;
+
+    /// The operation with this id.
+    async fn get(&self, id: Uuid) -> Result<Option<Operation>, StoreError>;
+
+    /// A page of operations, newest first.
+    async fn list(&self, query: &ListQuery) -> Result<Page, StoreError>;
+
+    /// Cancels a pending operation, or records the request for a running one.
+    async fn cancel(&self, id: Uuid) -> Result<(CancelOutcome, Operation), StoreError>;
+
+    /// Forgets a terminal operation.
+    async fn delete(&self, id: Uuid) -> Result<(), StoreError>;
+
+    /// Leases up to `max` ready operations (`pending`, `runAt` ≤ now), highest priority first,
+    /// then oldest; each to exactly one caller.
+    async fn claim(&self, query: &ClaimQuery) -> Result<Vec<Lease>, StoreError>;
+
+    /// The earliest `runAt` of a pending operation the filter accepts, to know how long a
+    /// worker may sleep when nothing is ready.
+    async fn next_run_at(&self, filter: &ClaimFilter) -> Result<Option<OffsetDateTime>, StoreError>;
+
+    /// Extends a lease and records progress.
+    async fn heartbeat(
+        &self,
+        id: Uuid,
+        lease: Uuid,
+        lease_for: Duration,
+        progress: Progress,
+    ) -> Result<Heartbeat, StoreError>;
+
+    /// Records success.
+    async fn complete(&self, id: Uuid, lease: Uuid, completion: Completion) -> Result<Operation, StoreError>;
+
+    /// Records a failed attempt (retried, failed or cancelled as the lifecycle says).
+    async fn fail(&self, id: Uuid, lease: Uuid, failure: Failure) -> Result<Operation, StoreError>;
+
+    /// Gives a leased operation back unfinished, ready at once, not counted as a retry.
+    async fn release(&self, id: Uuid, lease: Uuid) -> Result<Operation, StoreError>;
+
+    /// Ends every lease that ran out (retry or fail as the lifecycle says); returns how many.
+    async fn expire_leases(&self) -> Result<u64, StoreError>;
+
+    /// Deletes terminal operations completed before `before`; returns how many.
+    async fn prune(&self, before: OffsetDateTime) -> Result<u64, StoreError>;
+
+    /// Succeeds when the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// A stream of changes made through this store (and, for shared databases, by other nodes).
+    fn subscribe(&self) -> broadcast::Receiver<Change>;
+}

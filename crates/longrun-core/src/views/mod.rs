@@ -1,0 +1,90 @@
+//! The three seed renderings of an operation, chosen with `?view=`.
+//!
+//! Each view only drops and renames fields of the canonical [`Operation`]; nothing here
+//! computes a value the operation does not hold, except absolute URLs made from the server's
+//! base URL.
+
+mod async_operation;
+mod async_task;
+mod task_status;
+
+pub use async_operation::AsyncOperation;
+pub use async_task::{AsyncTask, AsyncTaskStatusEnum};
+pub use task_status::{
+    GetStatusOfAnAsyncTask, GetStatusOfAnAsyncTaskStatus, TaskDetails, TaskFailure, TaskFailureError,
+    TaskSuccess,
+};
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::Operation;
+
+/// Which rendering of an operation to answer with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum View {
+    /// The canonical resource (every field).
+    #[default]
+    Operation,
+    /// The `AsyncOperation` shape (camelCase, five statuses).
+    AsyncOperation,
+    /// The Postman `GetStatusOfAnAsyncTask` shape.
+    TaskStatus,
+    /// The Celery-backed `AsyncTask` shape (snake_case, integer id).
+    AsyncTask,
+}
+
+/// An operation in one of its renderings.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Rendered {
+    /// Canonical.
+    Operation(Box<Operation>),
+    /// `async-operation`.
+    AsyncOperation(AsyncOperation),
+    /// `task-status`.
+    TaskStatus(GetStatusOfAnAsyncTask),
+    /// `async-task`.
+    AsyncTask(Box<AsyncTask>),
+}
+
+impl View {
+    /// Renders `op`; `base_url` (scheme and authority, no trailing slash) makes the default
+    /// `resultUrl` absolute.
+    pub fn render(self, op: &Operation, base_url: &str) -> Rendered {
+        let result_url = op
+            .result_url
+            .clone()
+            .unwrap_or_else(|| format!("{base_url}{}", op.default_result_path()));
+        match self {
+            View::Operation => {
+                let mut full = op.clone();
+                full.result_url = Some(result_url);
+                Rendered::Operation(Box::new(full))
+            }
+            View::AsyncOperation => Rendered::AsyncOperation(AsyncOperation::from_operation(op, result_url)),
+            View::TaskStatus => Rendered::TaskStatus(GetStatusOfAnAsyncTask::from(op)),
+            View::AsyncTask => Rendered::AsyncTask(Box::new(AsyncTask::from(op))),
+        }
+    }
+}
+
+impl std::str::FromStr for View {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "operation" => Ok(View::Operation),
+            "async-operation" => Ok(View::AsyncOperation),
+            "task-status" => Ok(View::TaskStatus),
+            "async-task" => Ok(View::AsyncTask),
+            other => Err(format!(
+                "unknown view `{other}`: expected operation, async-operation, task-status or async-task"
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

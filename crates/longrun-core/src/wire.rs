@@ -1,0 +1,198 @@
+//! Request and response bodies of the HTTP API, shared by the server and the client.
+//!
+//! Requests reject unknown fields, so a misspelt option is an error rather than ignored.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::{Meta, Operation, Resource};
+
+/// `POST /v1/operations`: submit an operation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SubmitRequest {
+    /// Task kind, e.g. `reports.render`.
+    pub name: String,
+    /// Positional arguments (a JSON array; default `[]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub args: Option<Value>,
+    /// Keyword arguments (a JSON object; default `{}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub kwargs: Option<Value>,
+    /// Free JSON kept with the operation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub content: Option<Value>,
+    /// Origin metadata; `url` defaults to the URL of this request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta: Option<Meta>,
+    /// The operation this one is a child of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<Uuid>,
+    /// Retries after the first attempt (server default when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<u32>,
+    /// Backoff before the first retry, seconds (server default when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_base_secs: Option<f64>,
+    /// Longest backoff, seconds (server default when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_cap_secs: Option<f64>,
+    /// Not before this instant (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    pub run_at: Option<OffsetDateTime>,
+    /// Queue (default `default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// Higher runs first (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+}
+
+/// `GET /v1/operations`: a page of operations, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationList<T = Operation> {
+    /// The operations, in the requested view.
+    pub operations: Vec<T>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// `POST /v1/workers/claim`: ask for work.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClaimRequest {
+    /// The worker's name, recorded on the operations it takes.
+    pub worker: String,
+    /// Only these task names (absent or empty: any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
+    /// Only these queues (absent or empty: any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queues: Vec<String>,
+    /// At most this many operations (default 1).
+    #[serde(default = "one")]
+    pub max: u32,
+    /// Lease length in seconds (default 30).
+    #[serde(default = "thirty")]
+    pub lease_secs: u32,
+    /// Wait up to this many seconds for work when none is ready (default 0).
+    #[serde(default)]
+    pub wait_secs: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn thirty() -> u32 {
+    30
+}
+
+/// One operation leased to the worker.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseGrant {
+    /// The lease token every report must carry.
+    pub lease_id: Uuid,
+    /// When the lease runs out unless heartbeated.
+    #[serde(with = "time::serde::rfc3339")]
+    pub lease_expires_at: OffsetDateTime,
+    /// The operation (canonical), now running.
+    pub operation: Operation,
+}
+
+/// The answer to a claim (empty when nothing was ready within `waitSecs`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimResponse {
+    /// The leases granted.
+    pub leases: Vec<LeaseGrant>,
+}
+
+/// `POST /v1/operations/{id}/heartbeat`: the worker is alive; optional progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeartbeatRequest {
+    /// The current lease.
+    pub lease_id: Uuid,
+    /// Progress, 0–100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_pct: Option<f64>,
+    /// Short progress text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_detail: Option<String>,
+    /// New lease length from now, seconds (default: 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_secs: Option<u32>,
+}
+
+/// The answer to a heartbeat.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HeartbeatResponse {
+    /// A client asked to cancel: stop and report a failure (the operation then ends cancelled).
+    pub cancel_requested: bool,
+    /// The new end of the lease.
+    #[serde(with = "time::serde::rfc3339")]
+    pub lease_expires_at: OffsetDateTime,
+}
+
+/// `POST /v1/operations/{id}/complete`: the attempt succeeded.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CompleteRequest {
+    /// The current lease.
+    pub lease_id: Uuid,
+    /// The output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<Value>,
+    /// Where the result lives, if elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_url: Option<String>,
+    /// Resources created or changed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<Resource>,
+}
+
+/// The error a worker reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReportedError {
+    /// Error class, e.g. `ValueError`.
+    #[serde(rename = "type")]
+    pub error_type: String,
+    /// Human-readable message.
+    pub message: String,
+    /// Stable machine-readable code (default: `error`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+}
+
+/// `POST /v1/operations/{id}/fail`: the attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FailRequest {
+    /// The current lease.
+    pub lease_id: Uuid,
+    /// What went wrong.
+    pub error: ReportedError,
+    /// Whether another attempt may succeed (retried while the policy allows).
+    pub retryable: bool,
+}
+
+/// `POST /v1/operations/{id}/release`: give a leased operation back unfinished.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReleaseRequest {
+    /// The current lease.
+    pub lease_id: Uuid,
+}
