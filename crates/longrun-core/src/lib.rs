@@ -16,6 +16,7 @@ pub mod store;
 pub mod submission;
 pub mod traceparent;
 pub mod views;
+pub mod waiting;
 pub mod wire;
 
 pub use clock::{Clock, ManualClock, SystemClock};
