@@ -47,9 +47,17 @@ pub struct ProgressUpdate {
 }
 
 impl Operation {
-    fn become_(&mut self, to: Status, change: &'static str, now: OffsetDateTime) -> Result<(), TransitionError> {
+    fn become_(
+        &mut self,
+        to: Status,
+        change: &'static str,
+        now: OffsetDateTime,
+    ) -> Result<(), TransitionError> {
         if !self.status.can_become(to) {
-            return Err(TransitionError::Illegal { change, from: self.status });
+            return Err(TransitionError::Illegal {
+                change,
+                from: self.status,
+            });
         }
         self.status = to;
         self.touch(now);
@@ -153,7 +161,10 @@ impl Operation {
     /// failure of the attempt.
     pub fn expire_lease(&mut self, now: OffsetDateTime) -> Result<Status, TransitionError> {
         if self.status != Status::Running {
-            return Err(TransitionError::Illegal { change: "expire the lease of", from: self.status });
+            return Err(TransitionError::Illegal {
+                change: "expire the lease of",
+                from: self.status,
+            });
         }
         let error = OperationError {
             code: "lease_expired".into(),
@@ -166,7 +177,12 @@ impl Operation {
         self.end_attempt(error, true, now)
     }
 
-    fn end_attempt(&mut self, error: OperationError, retryable: bool, now: OffsetDateTime) -> Result<Status, TransitionError> {
+    fn end_attempt(
+        &mut self,
+        error: OperationError,
+        retryable: bool,
+        now: OffsetDateTime,
+    ) -> Result<Status, TransitionError> {
         if self.cancel_requested {
             self.cancel_with(now)?;
         } else if retryable && self.retry_policy.allows_retry(self.retries) {
@@ -208,7 +224,10 @@ impl Operation {
                 }
                 Ok(CancelOutcome::Requested)
             }
-            from => Err(TransitionError::Illegal { change: "cancel", from }),
+            from => Err(TransitionError::Illegal {
+                change: "cancel",
+                from,
+            }),
         }
     }
 
@@ -238,12 +257,19 @@ mod tests {
 
     fn op(max_retries: u32) -> Operation {
         let mut new = NewOperation::named("t");
-        new.retry_policy = RetryPolicy { max_retries, ..RetryPolicy::default() };
+        new.retry_policy = RetryPolicy {
+            max_retries,
+            ..RetryPolicy::default()
+        };
         new.into_operation(Uuid::now_v7(), None, now())
     }
 
     fn err() -> OperationError {
-        OperationError { code: "boom".into(), error_type: "ValueError".into(), message: "bad".into() }
+        OperationError {
+            code: "boom".into(),
+            error_type: "ValueError".into(),
+            message: "bad".into(),
+        }
     }
 
     #[test]
@@ -253,7 +279,8 @@ mod tests {
         op.start(lease, "w1", Duration::seconds(30), now()).unwrap();
         assert_eq!((op.status, op.version), (Status::Running, 2));
         assert_eq!(op.lease_expires_at, Some(now() + Duration::seconds(30)));
-        op.succeed(lease, Some(serde_json::json!(7)), None, vec![], now()).unwrap();
+        op.succeed(lease, Some(serde_json::json!(7)), None, vec![], now())
+            .unwrap();
         assert_eq!((op.status, op.version), (Status::Succeeded, 3));
         assert_eq!(op.completed_at, Some(now()));
         assert_eq!(op.progress_pct, Some(100.0));
@@ -306,8 +333,19 @@ mod tests {
         op.start(lease, "w", Duration::seconds(30), now()).unwrap();
         assert_eq!(op.cancel(now()).unwrap(), CancelOutcome::Requested);
         assert_eq!(op.status, Status::Running);
-        assert!(op.heartbeat(lease, Duration::seconds(30), ProgressUpdate::default(), now()).unwrap());
-        assert_eq!(op.fail(lease, err(), true, now()).unwrap(), Status::Cancelled);
+        assert!(
+            op.heartbeat(
+                lease,
+                Duration::seconds(30),
+                ProgressUpdate::default(),
+                now()
+            )
+            .unwrap()
+        );
+        assert_eq!(
+            op.fail(lease, err(), true, now()).unwrap(),
+            Status::Cancelled
+        );
         assert_eq!(op.error.as_ref().unwrap().code, "cancelled");
     }
 
@@ -317,7 +355,10 @@ mod tests {
         op.cancel(now()).unwrap();
         let before = op.clone();
         assert!(op.cancel(now()).is_err());
-        assert!(op.start(Uuid::now_v7(), "w", Duration::seconds(1), now()).is_err());
+        assert!(
+            op.start(Uuid::now_v7(), "w", Duration::seconds(1), now())
+                .is_err()
+        );
         assert!(op.expire_lease(now()).is_err());
         assert_eq!(op, before);
     }

@@ -77,7 +77,11 @@ mod tests {
 
     #[test]
     fn delays_grow_until_the_cap() {
-        let policy = RetryPolicy { max_retries: 10, backoff_base_secs: 1.0, backoff_cap_secs: 8.0 };
+        let policy = RetryPolicy {
+            max_retries: 10,
+            backoff_base_secs: 1.0,
+            backoff_cap_secs: 8.0,
+        };
         let id = Uuid::now_v7();
         // Each capped exponential step doubles, so the lower bound of retry n+1 reaches the upper bound of n.
         assert!(policy.delay(id, 3).as_seconds_f64() >= 4.0);
@@ -89,14 +93,25 @@ mod tests {
     fn jitter_differs_between_operations() {
         let policy = RetryPolicy::default();
         let delays: std::collections::HashSet<_> = (0..50u128)
-            .map(|i| policy.delay(Uuid::from_u128(i * 7919), 2).whole_milliseconds())
+            .map(|i| {
+                policy
+                    .delay(Uuid::from_u128(i * 7919), 2)
+                    .whole_milliseconds()
+            })
             .collect();
-        assert!(delays.len() > 40, "jitter spread too little: {}", delays.len());
+        assert!(
+            delays.len() > 40,
+            "jitter spread too little: {}",
+            delays.len()
+        );
     }
 
     #[test]
     fn retries_stop_at_max() {
-        let policy = RetryPolicy { max_retries: 2, ..RetryPolicy::default() };
+        let policy = RetryPolicy {
+            max_retries: 2,
+            ..RetryPolicy::default()
+        };
         assert!(policy.allows_retry(0));
         assert!(policy.allows_retry(1));
         assert!(!policy.allows_retry(2));

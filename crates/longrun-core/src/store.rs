@@ -193,7 +193,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// The earliest `runAt` of a pending operation the filter accepts, to know how long a
     /// worker may sleep when nothing is ready.
-    async fn next_run_at(&self, filter: &ClaimFilter) -> Result<Option<OffsetDateTime>, StoreError>;
+    async fn next_run_at(&self, filter: &ClaimFilter)
+    -> Result<Option<OffsetDateTime>, StoreError>;
 
     /// Extends a lease and records progress.
     async fn heartbeat(
@@ -205,7 +206,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Heartbeat, StoreError>;
 
     /// Records success.
-    async fn complete(&self, id: Uuid, lease: Uuid, completion: Completion) -> Result<Operation, StoreError>;
+    async fn complete(
+        &self,
+        id: Uuid,
+        lease: Uuid,
+        completion: Completion,
+    ) -> Result<Operation, StoreError>;
 
     /// Records a failed attempt (retried, failed or cancelled as the lifecycle says).
     async fn fail(&self, id: Uuid, lease: Uuid, failure: Failure) -> Result<Operation, StoreError>;

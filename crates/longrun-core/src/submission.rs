@@ -72,7 +72,11 @@ impl NewOperation {
             run_at: None,
             retry_policy: RetryPolicy::default(),
             trace: TraceIds::generate(),
-            owner: Owner { customer: 1, user: 1, user_name: "default".into() },
+            owner: Owner {
+                customer: 1,
+                user: 1,
+                user_name: "default".into(),
+            },
             idempotency: None,
         }
     }

@@ -19,7 +19,9 @@ impl TraceIds {
         let (version, trace, span, flags) =
             (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
         let hex = |s: &str, len: usize| {
-            s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            s.len() == len
+                && s.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         };
         let valid = hex(version, 2)
             && version != "ff"
@@ -29,14 +31,20 @@ impl TraceIds {
             && trace.bytes().any(|b| b != b'0')
             && span.bytes().any(|b| b != b'0')
             && (version != "00" || parts.next().is_none());
-        valid.then(|| Self { trace_id: trace.to_owned(), span_id: span.to_owned() })
+        valid.then(|| Self {
+            trace_id: trace.to_owned(),
+            span_id: span.to_owned(),
+        })
     }
 
     /// New random ids (from a v4 UUID's random bits).
     pub fn generate() -> Self {
         let trace = Uuid::new_v4().simple().to_string();
         let span = Uuid::new_v4().simple().to_string()[..16].to_owned();
-        Self { trace_id: trace, span_id: span }
+        Self {
+            trace_id: trace,
+            span_id: span,
+        }
     }
 }
 
@@ -46,7 +54,8 @@ mod tests {
 
     #[test]
     fn parses_the_spec_example() {
-        let ids = TraceIds::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        let ids =
+            TraceIds::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
         assert_eq!(ids.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(ids.span_id, "00f067aa0ba902b7");
     }

@@ -66,7 +66,11 @@ pub async fn wait_for_change(
 
 /// Waits for a change to `id` on `changes` until `deadline`; `false` when the deadline passed.
 /// A lagged receiver counts as a change (the caller re-reads the store).
-pub async fn next_change_of(changes: &mut Receiver<crate::Change>, id: Uuid, deadline: Instant) -> bool {
+pub async fn next_change_of(
+    changes: &mut Receiver<crate::Change>,
+    id: Uuid,
+    deadline: Instant,
+) -> bool {
     timeout_at(deadline, async {
         loop {
             match changes.recv().await {

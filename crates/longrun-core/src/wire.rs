@@ -44,7 +44,11 @@ pub struct SubmitRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff_cap_secs: Option<f64>,
     /// Not before this instant (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
     pub run_at: Option<OffsetDateTime>,
     /// Queue (default `default`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -61,8 +61,15 @@ impl SqliteStore {
     }
 
     /// Opens the database at `url` with the given durability.
-    pub async fn open_with(url: &str, clock: Arc<dyn Clock>, durability: Durability) -> Result<Self, StoreError> {
-        let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
+    pub async fn open_with(
+        url: &str,
+        clock: Arc<dyn Clock>,
+        durability: Durability,
+    ) -> Result<Self, StoreError> {
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .unwrap_or(url);
         let path = path.split('?').next().unwrap_or(path);
         let options = SqliteConnectOptions::from_str("sqlite:")
             .map_err(db)?
@@ -87,7 +94,12 @@ impl SqliteStore {
             .await
             .map_err(db)?;
         let (changes, _) = broadcast::channel(4096);
-        Ok(Self { writer, reader, clock, changes })
+        Ok(Self {
+            writer,
+            reader,
+            clock,
+            changes,
+        })
     }
 
     async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
@@ -96,7 +108,11 @@ impl SqliteStore {
 
     fn announce(&self, op: &Operation) {
         // No receivers is fine: nobody is waiting.
-        let _ = self.changes.send(Change { id: op.id, version: op.version, status: op.status });
+        let _ = self.changes.send(Change {
+            id: op.id,
+            version: op.version,
+            status: op.status,
+        });
     }
 
     /// Loads an operation in a write transaction, applies one named change and saves it.
@@ -106,7 +122,9 @@ impl SqliteStore {
         change: impl FnOnce(&mut Operation, OffsetDateTime) -> Result<T, TransitionError>,
     ) -> Result<(T, Operation), StoreError> {
         let mut tx = self.begin().await?;
-        let mut op = row::load(&mut tx, id).await?.ok_or(StoreError::NotFound(id))?;
+        let mut op = row::load(&mut tx, id)
+            .await?
+            .ok_or(StoreError::NotFound(id))?;
         let outcome = change(&mut op, self.clock.now())?;
         row::save(&mut tx, &op).await?;
         tx.commit().await.map_err(db)?;
@@ -166,17 +184,21 @@ impl Store for SqliteStore {
                 if fingerprint.as_deref() != Some(idem.fingerprint.as_str()) {
                     return Err(StoreError::IdempotencyMismatch(idem.key.clone()));
                 }
-                return Ok(Submitted { operation: row::decode(&existing)?, created: false });
+                return Ok(Submitted {
+                    operation: row::decode(&existing)?,
+                    created: false,
+                });
             }
         }
         let root_id = match new.parent_id {
             None => None,
             Some(parent) => {
-                let root: Option<String> = sqlx::query_scalar("SELECT root_id FROM operations WHERE id = ?")
-                    .bind(parent.to_string())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db)?;
+                let root: Option<String> =
+                    sqlx::query_scalar("SELECT root_id FROM operations WHERE id = ?")
+                        .bind(parent.to_string())
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db)?;
                 let root = root.ok_or(StoreError::ParentNotFound(parent))?;
                 Some(Uuid::parse_str(&root).map_err(db)?)
             }
@@ -186,7 +208,10 @@ impl Store for SqliteStore {
         op.seq = row::insert(&mut tx, &op, idempotency.as_ref()).await?;
         tx.commit().await.map_err(db)?;
         self.announce(&op);
-        Ok(Submitted { operation: op, created: true })
+        Ok(Submitted {
+            operation: op,
+            created: true,
+        })
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<Operation>, StoreError> {
@@ -207,11 +232,17 @@ impl Store for SqliteStore {
             .fetch_all(&self.reader)
             .await
             .map_err(db)?;
-        let mut operations = rows.iter().map(row::decode).collect::<Result<Vec<_>, _>>()?;
+        let mut operations = rows
+            .iter()
+            .map(row::decode)
+            .collect::<Result<Vec<_>, _>>()?;
         let more = operations.len() > limit as usize;
         operations.truncate(limit as usize);
         let next_before_seq = more.then(|| operations.last().map(|op| op.seq)).flatten();
-        Ok(Page { operations, next_before_seq })
+        Ok(Page {
+            operations,
+            next_before_seq,
+        })
     }
 
     async fn cancel(&self, id: Uuid) -> Result<(CancelOutcome, Operation), StoreError> {
@@ -220,11 +251,20 @@ impl Store for SqliteStore {
 
     async fn delete(&self, id: Uuid) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        let op = row::load(&mut tx, id).await?.ok_or(StoreError::NotFound(id))?;
+        let op = row::load(&mut tx, id)
+            .await?
+            .ok_or(StoreError::NotFound(id))?;
         if !op.is_terminal() {
-            return Err(StoreError::NotTerminal { id, status: op.status });
+            return Err(StoreError::NotTerminal {
+                id,
+                status: op.status,
+            });
         }
-        sqlx::query("DELETE FROM operations WHERE seq = ?").bind(op.seq).execute(&mut *tx).await.map_err(db)?;
+        sqlx::query("DELETE FROM operations WHERE seq = ?")
+            .bind(op.seq)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
         tx.commit().await.map_err(db)
     }
 
@@ -248,7 +288,11 @@ impl Store for SqliteStore {
             let lease_id = Uuid::now_v7();
             op.start(lease_id, &query.worker, query.lease, now)?;
             row::save(&mut tx, &op).await?;
-            leases.push(Lease { lease_id, expires_at: now + query.lease, operation: op });
+            leases.push(Lease {
+                lease_id,
+                expires_at: now + query.lease,
+                operation: op,
+            });
         }
         tx.commit().await.map_err(db)?;
         for lease in &leases {
@@ -257,7 +301,10 @@ impl Store for SqliteStore {
         Ok(leases)
     }
 
-    async fn next_run_at(&self, filter: &ClaimFilter) -> Result<Option<OffsetDateTime>, StoreError> {
+    async fn next_run_at(
+        &self,
+        filter: &ClaimFilter,
+    ) -> Result<Option<OffsetDateTime>, StoreError> {
         let at: Option<i64> = sqlx::query_scalar(NEXT_RUN_AT)
             .bind(json_list(&filter.names))
             .bind(json_list(&filter.queues))
@@ -267,19 +314,51 @@ impl Store for SqliteStore {
         at.map(row::from_micros).transpose()
     }
 
-    async fn heartbeat(&self, id: Uuid, lease: Uuid, lease_for: Duration, progress: Progress) -> Result<Heartbeat, StoreError> {
-        let (cancel_requested, op) = self.mutate(id, |op, now| op.heartbeat(lease, lease_for, progress, now)).await?;
-        let lease_expires_at = op.lease_expires_at.expect("a running operation has a lease");
-        Ok(Heartbeat { cancel_requested, lease_expires_at })
+    async fn heartbeat(
+        &self,
+        id: Uuid,
+        lease: Uuid,
+        lease_for: Duration,
+        progress: Progress,
+    ) -> Result<Heartbeat, StoreError> {
+        let (cancel_requested, op) = self
+            .mutate(id, |op, now| op.heartbeat(lease, lease_for, progress, now))
+            .await?;
+        let lease_expires_at = op
+            .lease_expires_at
+            .expect("a running operation has a lease");
+        Ok(Heartbeat {
+            cancel_requested,
+            lease_expires_at,
+        })
     }
 
-    async fn complete(&self, id: Uuid, lease: Uuid, completion: Completion) -> Result<Operation, StoreError> {
-        let Completion { result, result_url, resources } = completion;
-        Ok(self.mutate(id, |op, now| op.succeed(lease, result, result_url, resources, now)).await?.1)
+    async fn complete(
+        &self,
+        id: Uuid,
+        lease: Uuid,
+        completion: Completion,
+    ) -> Result<Operation, StoreError> {
+        let Completion {
+            result,
+            result_url,
+            resources,
+        } = completion;
+        Ok(self
+            .mutate(id, |op, now| {
+                op.succeed(lease, result, result_url, resources, now)
+            })
+            .await?
+            .1)
     }
 
     async fn fail(&self, id: Uuid, lease: Uuid, failure: Failure) -> Result<Operation, StoreError> {
-        Ok(self.mutate(id, |op, now| op.fail(lease, failure.error, failure.retryable, now)).await?.1)
+        Ok(self
+            .mutate(id, |op, now| {
+                op.fail(lease, failure.error, failure.retryable, now)
+            })
+            .await?
+            .1)
     }
 
     async fn release(&self, id: Uuid, lease: Uuid) -> Result<Operation, StoreError> {
@@ -289,11 +368,13 @@ impl Store for SqliteStore {
     async fn expire_leases(&self) -> Result<u64, StoreError> {
         let mut tx = self.begin().await?;
         let now = self.clock.now();
-        let rows = sqlx::query("SELECT seq, body FROM operations WHERE status = 'running' AND lease_expires_at <= ?")
-            .bind(micros(now))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db)?;
+        let rows = sqlx::query(
+            "SELECT seq, body FROM operations WHERE status = 'running' AND lease_expires_at <= ?",
+        )
+        .bind(micros(now))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
         let mut expired = Vec::with_capacity(rows.len());
         for r in &rows {
             let mut op = row::decode(r)?;
@@ -322,7 +403,10 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.reader).await.map_err(db)?;
+        sqlx::query("SELECT 1")
+            .execute(&self.reader)
+            .await
+            .map_err(db)?;
         Ok(())
     }
 
@@ -330,4 +414,3 @@ impl Store for SqliteStore {
         self.changes.subscribe()
     }
 }
-

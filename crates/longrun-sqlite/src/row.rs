@@ -31,7 +31,10 @@ pub(crate) fn decode(row: &SqliteRow) -> Result<Operation, StoreError> {
 }
 
 /// The operation with this id.
-pub(crate) async fn load(conn: &mut SqliteConnection, id: Uuid) -> Result<Option<Operation>, StoreError> {
+pub(crate) async fn load(
+    conn: &mut SqliteConnection,
+    id: Uuid,
+) -> Result<Option<Operation>, StoreError> {
     let row = sqlx::query("SELECT seq, body FROM operations WHERE id = ?")
         .bind(id.to_string())
         .fetch_optional(conn)

@@ -44,10 +44,16 @@ pub struct AsyncTask {
     /// Number of retry attempts.
     pub retries: u32,
     /// When it finished.
-    #[serde(skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
     pub completed_at: Option<OffsetDateTime>,
     /// When execution started.
-    #[serde(skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
     pub started_at: Option<OffsetDateTime>,
     /// The attempt's id (`executionId`).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -11,8 +11,8 @@ mod task_status;
 pub use async_operation::AsyncOperation;
 pub use async_task::{AsyncTask, AsyncTaskStatusEnum};
 pub use task_status::{
-    GetStatusOfAnAsyncTask, GetStatusOfAnAsyncTaskStatus, TaskDetails, TaskFailure, TaskFailureError,
-    TaskSuccess,
+    GetStatusOfAnAsyncTask, GetStatusOfAnAsyncTaskStatus, TaskDetails, TaskFailure,
+    TaskFailureError, TaskSuccess,
 };
 
 use serde::{Deserialize, Serialize};
@@ -63,7 +63,9 @@ impl View {
                 full.result_url = Some(result_url);
                 Rendered::Operation(Box::new(full))
             }
-            View::AsyncOperation => Rendered::AsyncOperation(AsyncOperation::from_operation(op, result_url)),
+            View::AsyncOperation => {
+                Rendered::AsyncOperation(AsyncOperation::from_operation(op, result_url))
+            }
             View::TaskStatus => Rendered::TaskStatus(GetStatusOfAnAsyncTask::from(op)),
             View::AsyncTask => Rendered::AsyncTask(Box::new(AsyncTask::from(op))),
         }

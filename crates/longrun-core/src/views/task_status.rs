@@ -77,13 +77,20 @@ impl From<&Operation> for GetStatusOfAnAsyncTask {
             Status::Pending | Status::Running => (GetStatusOfAnAsyncTaskStatus::Pending, None),
             Status::Succeeded => (
                 GetStatusOfAnAsyncTaskStatus::Completed,
-                Some(TaskDetails::Success(TaskSuccess { resources: op.resources.clone() })),
+                Some(TaskDetails::Success(TaskSuccess {
+                    resources: op.resources.clone(),
+                })),
             ),
             Status::Failed | Status::Cancelled => {
-                let message = op.error.as_ref().map_or_else(|| op.status.to_string(), |e| e.message.clone());
+                let message = op
+                    .error
+                    .as_ref()
+                    .map_or_else(|| op.status.to_string(), |e| e.message.clone());
                 (
                     GetStatusOfAnAsyncTaskStatus::Failed,
-                    Some(TaskDetails::Failure(TaskFailure { error: TaskFailureError { message } })),
+                    Some(TaskDetails::Failure(TaskFailure {
+                        error: TaskFailureError { message },
+                    })),
                 )
             }
         };

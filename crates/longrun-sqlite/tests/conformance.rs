@@ -1,0 +1,215 @@
+//! The store conformance suite against SQLite (one fresh database file per case), plus what
+//! only a file-backed store can show: data outlives the process that wrote it, and two stores
+//! on one file share its operations safely.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use longrun_core::conformance::StoreFactory;
+use longrun_core::{
+    ClaimFilter, ClaimQuery, Clock, Completion, Idempotency, ListQuery, ManualClock, NewOperation,
+    Status, Store,
+};
+use longrun_sqlite::SqliteStore;
+use tempfile::TempDir;
+use time::{Duration, OffsetDateTime};
+
+/// Fresh SQLite files in a temporary directory that lives as long as the factory.
+struct Sqlite(TempDir);
+
+impl Sqlite {
+    fn new() -> Self {
+        Self(tempfile::tempdir().expect("temporary directory"))
+    }
+
+    fn url(&self) -> String {
+        format!("sqlite://{}", self.0.path().join("longrun.db").display())
+    }
+}
+
+impl StoreFactory for Sqlite {
+    async fn fresh(&self, clock: Arc<dyn Clock>) -> Arc<dyn Store> {
+        Arc::new(
+            SqliteStore::open(&self.url(), clock)
+                .await
+                .expect("open SQLite store"),
+        )
+    }
+}
+
+longrun_core::conformance_tests!(Sqlite::new());
+
+fn clock() -> Arc<ManualClock> {
+    let now = OffsetDateTime::now_utc();
+    Arc::new(ManualClock::new(
+        now.replace_millisecond(now.millisecond())
+            .expect("millisecond"),
+    ))
+}
+
+fn claim_query(max: u32) -> ClaimQuery {
+    ClaimQuery {
+        worker: "w".into(),
+        filter: ClaimFilter::default(),
+        max,
+        lease: Duration::seconds(30),
+    }
+}
+
+fn keyed(name: &str) -> NewOperation {
+    NewOperation {
+        idempotency: Some(Idempotency {
+            key: format!("key-{name}"),
+            fingerprint: "fp".into(),
+        }),
+        ..NewOperation::named(name)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_survives_closing_and_reopening_the_file() {
+    let dir = Sqlite::new();
+    let clock = clock();
+    let bare_path = dir.0.path().join("longrun.db").display().to_string();
+    let store = SqliteStore::open(&bare_path, clock.clone())
+        .await
+        .expect("open by bare path");
+
+    let waiting = store
+        .submit(keyed("waiting"))
+        .await
+        .expect("submit")
+        .operation;
+    let running = store
+        .submit(keyed("running"))
+        .await
+        .expect("submit")
+        .operation;
+    let done = store.submit(keyed("done")).await.expect("submit").operation;
+    let mut leases = store.claim(&claim_query(3)).await.expect("claim");
+    assert_eq!(leases.len(), 3);
+    let done_lease = leases.pop().expect("lease");
+    let running_lease = leases.pop().expect("lease");
+    assert_eq!(
+        (running_lease.operation.id, done_lease.operation.id),
+        (running.id, done.id)
+    );
+    let completion = Completion {
+        result: Some(serde_json::json!({"ok": true})),
+        ..Completion::default()
+    };
+    store
+        .complete(done.id, done_lease.lease_id, completion)
+        .await
+        .expect("complete");
+    store
+        .release(waiting.id, leases[0].lease_id)
+        .await
+        .expect("release");
+    let child = store
+        .submit(NewOperation {
+            parent_id: Some(waiting.id),
+            ..keyed("child")
+        })
+        .await
+        .expect("submit")
+        .operation;
+
+    let everything = ListQuery {
+        limit: 100,
+        ..ListQuery::default()
+    };
+    let before = store.list(&everything).await.expect("list").operations;
+    assert_eq!(before.len(), 4);
+    store.close().await;
+    drop(store);
+
+    let store = SqliteStore::open(&dir.url(), clock.clone())
+        .await
+        .expect("reopen by URL");
+    let after = store.list(&everything).await.expect("list").operations;
+    assert_eq!(after, before, "every operation, every field, as it was");
+    assert_eq!(
+        store.get(child.id).await.expect("get").map(|op| op.root_id),
+        Some(waiting.id)
+    );
+
+    let again = store.submit(keyed("done")).await.expect("resubmit");
+    assert_eq!(
+        (again.created, again.operation.id),
+        (false, done.id),
+        "idempotency keys are remembered"
+    );
+    let newer = store
+        .submit(NewOperation::named("newer"))
+        .await
+        .expect("submit")
+        .operation;
+    assert!(
+        newer.seq > before[0].seq,
+        "seq keeps increasing after a reopen"
+    );
+
+    let finished = store
+        .complete(running.id, running_lease.lease_id, Completion::default())
+        .await
+        .expect("a lease taken before the reopen is still current");
+    assert_eq!(finished.status, Status::Succeeded);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_stores_on_one_file_hand_each_operation_out_once() {
+    let dir = Sqlite::new();
+    let clock = clock();
+    let first: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&dir.url(), clock.clone())
+            .await
+            .expect("open"),
+    );
+    let second: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&dir.url(), clock.clone())
+            .await
+            .expect("open"),
+    );
+    let mut submitted = HashSet::new();
+    for i in 0..100 {
+        let store = if i % 2 == 0 { &first } else { &second };
+        submitted.insert(
+            store
+                .submit(NewOperation::named("t"))
+                .await
+                .expect("submit")
+                .operation
+                .id,
+        );
+    }
+
+    let mut claimers = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let store = if i % 2 == 0 {
+            first.clone()
+        } else {
+            second.clone()
+        };
+        claimers.spawn(async move {
+            let mut claimed = Vec::new();
+            loop {
+                let batch = store.claim(&claim_query(3)).await.expect("claim");
+                if batch.is_empty() {
+                    return claimed;
+                }
+                claimed.extend(batch.into_iter().map(|lease| lease.operation.id));
+            }
+        });
+    }
+    let mut claimed = Vec::new();
+    while let Some(batch) = claimers.join_next().await {
+        claimed.extend(batch.expect("claimer task"));
+    }
+    assert_eq!(
+        claimed.len(),
+        100,
+        "no operation handed out twice across stores"
+    );
+    assert_eq!(claimed.into_iter().collect::<HashSet<_>>(), submitted);
+}
