@@ -1,0 +1,396 @@
+//! The PostgreSQL store: any number of `longrun serve` processes and workers on one database.
+//!
+//! Claims lock ready rows with `FOR UPDATE SKIP LOCKED`, so concurrent claimers on any node
+//! never block each other nor take the same operation. Every insert and update fires a trigger
+//! that `NOTIFY`s `<id> <version> <status>`; each store `LISTEN`s and re-broadcasts to its local
+//! subscribers, so a long-poll on one node wakes for a change made through another.
+
+mod listener;
+mod row;
+
+use std::{sync::Arc, time::Duration as StdDuration};
+
+use async_trait::async_trait;
+use longrun_core::{
+    CancelOutcome, Change, ClaimFilter, ClaimQuery, Clock, Completion, Failure, Heartbeat, Lease,
+    ListQuery, NewOperation, Operation, Page, Progress, Store, StoreError, Submitted, SystemClock,
+    TransitionError,
+};
+use sqlx::{
+    PgPool, Postgres, Transaction,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+use time::{Duration, OffsetDateTime};
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use row::db;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Connection settings of a [`PgStore`].
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// Most connections this node holds (default 16).
+    pub max_connections: u32,
+    /// `statement_timeout` of every connection (default 30 s; `None`: the server's).
+    pub statement_timeout: Option<StdDuration>,
+    /// `idle_in_transaction_session_timeout` (default 60 s; `None`: the server's).
+    pub idle_in_transaction_timeout: Option<StdDuration>,
+    /// Schema holding longrun's tables (default: the connection's `search_path`).
+    pub schema: Option<String>,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            statement_timeout: Some(StdDuration::from_secs(30)),
+            idle_in_transaction_timeout: Some(StdDuration::from_secs(60)),
+            schema: None,
+        }
+    }
+}
+
+/// A [`Store`] on a PostgreSQL database.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    clock: Arc<dyn Clock>,
+    changes: broadcast::Sender<Change>,
+    _listener: Arc<listener::Listener>,
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://...`) with default options and the system clock,
+    /// applying migrations.
+    pub async fn open_default(url: &str) -> Result<Self, StoreError> {
+        Self::open(url, PgOptions::default(), Arc::new(SystemClock)).await
+    }
+
+    /// Connects to `url`, applies migrations and starts listening for changes.
+    pub async fn open(
+        url: &str,
+        options: PgOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StoreError> {
+        let mut connect: PgConnectOptions = url.parse().map_err(db)?;
+        let ms = |d: StdDuration| format!("{}ms", d.as_millis());
+        if let Some(schema) = &options.schema {
+            connect = connect.options([("search_path", schema.as_str())]);
+        }
+        if let Some(t) = options.statement_timeout {
+            connect = connect.options([("statement_timeout", ms(t))]);
+        }
+        if let Some(t) = options.idle_in_transaction_timeout {
+            connect = connect.options([("idle_in_transaction_session_timeout", ms(t))]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(StdDuration::from_secs(10))
+            .connect_with(connect)
+            .await
+            .map_err(db)?;
+        MIGRATOR.run(&pool).await.map_err(db)?;
+        let schema: String = sqlx::query_scalar("SELECT current_schema()")
+            .fetch_one(&pool)
+            .await
+            .map_err(db)?;
+        let (changes, _) = broadcast::channel(4096);
+        let listener =
+            listener::Listener::start(&pool, format!("longrun_{schema}"), changes.clone()).await?;
+        Ok(Self {
+            pool,
+            clock,
+            changes,
+            _listener: Arc::new(listener),
+        })
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        self.pool.begin().await.map_err(db)
+    }
+
+    /// Locks an operation, applies one named change and saves it.
+    async fn mutate<T>(
+        &self,
+        id: Uuid,
+        change: impl FnOnce(&mut Operation, OffsetDateTime) -> Result<T, TransitionError>,
+    ) -> Result<(T, Operation), StoreError> {
+        let mut tx = self.begin().await?;
+        let mut op = row::load(&mut tx, id, true)
+            .await?
+            .ok_or(StoreError::NotFound(id))?;
+        let outcome = change(&mut op, self.clock.now())?;
+        row::save(&mut tx, std::slice::from_ref(&op)).await?;
+        tx.commit().await.map_err(db)?;
+        Ok((outcome, op))
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+const CLAIMABLE: &str = "SELECT seq, body::text FROM operations
+     WHERE status = 'pending' AND run_at <= $1
+       AND (cardinality($2::text[]) = 0 OR name = ANY($2))
+       AND (cardinality($3::text[]) = 0 OR queue = ANY($3))
+     ORDER BY priority DESC, seq
+     LIMIT $4
+     FOR UPDATE SKIP LOCKED";
+
+const NEXT_RUN_AT: &str = "SELECT min(run_at) FROM operations
+     WHERE status = 'pending'
+       AND (cardinality($1::text[]) = 0 OR name = ANY($1))
+       AND (cardinality($2::text[]) = 0 OR queue = ANY($2))";
+
+const LIST: &str = "SELECT seq, body::text FROM operations
+     WHERE ($1::text IS NULL OR status = $1)
+       AND ($2::text IS NULL OR name = $2)
+       AND ($3::uuid IS NULL OR parent_id = $3)
+       AND ($4::uuid IS NULL OR root_id = $4)
+       AND ($5::bigint IS NULL OR customer = $5)
+       AND ($6::bigint IS NULL OR seq < $6)
+     ORDER BY seq DESC
+     LIMIT $7";
+
+const EXPIRED: &str = "SELECT seq, body::text FROM operations
+     WHERE status = 'running' AND lease_expires_at <= $1
+     FOR UPDATE SKIP LOCKED";
+
+#[async_trait]
+impl Store for PgStore {
+    async fn submit(&self, new: NewOperation) -> Result<Submitted, StoreError> {
+        let mut tx = self.begin().await?;
+        let root_id = match new.parent_id {
+            None => None,
+            Some(parent) => {
+                let root: Option<Uuid> =
+                    sqlx::query_scalar("SELECT root_id FROM operations WHERE id = $1")
+                        .bind(parent)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                Some(root.ok_or(StoreError::ParentNotFound(parent))?)
+            }
+        };
+        let idempotency = new.idempotency.clone();
+        let mut op = new.into_operation(Uuid::now_v7(), root_id, self.clock.now());
+        match row::insert(&mut tx, &op, idempotency.as_ref()).await? {
+            Some(seq) => op.seq = seq,
+            None => {
+                // The key exists (possibly inserted concurrently and just committed).
+                let idem = idempotency.expect("only a keyed insert can conflict");
+                tx.rollback().await.map_err(db)?;
+                let (existing, fingerprint) =
+                    row::by_idempotency_key(&self.pool, op.customer, &idem.key).await?;
+                if fingerprint.as_deref() != Some(idem.fingerprint.as_str()) {
+                    return Err(StoreError::IdempotencyMismatch(idem.key));
+                }
+                return Ok(Submitted {
+                    operation: existing,
+                    created: false,
+                });
+            }
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(Submitted {
+            operation: op,
+            created: true,
+        })
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<Operation>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        row::load(&mut conn, id, false).await
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
+        let limit = query.limit.max(1);
+        let rows = sqlx::query(LIST)
+            .bind(query.status.map(|s| s.as_str()))
+            .bind(query.name.as_deref())
+            .bind(query.parent_id)
+            .bind(query.root_id)
+            .bind(query.customer)
+            .bind(query.before_seq)
+            .bind(i64::from(limit) + 1)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        let mut operations = rows
+            .iter()
+            .map(row::decode)
+            .collect::<Result<Vec<_>, _>>()?;
+        let more = operations.len() > limit as usize;
+        operations.truncate(limit as usize);
+        let next_before_seq = more.then(|| operations.last().map(|op| op.seq)).flatten();
+        Ok(Page {
+            operations,
+            next_before_seq,
+        })
+    }
+
+    async fn cancel(&self, id: Uuid) -> Result<(CancelOutcome, Operation), StoreError> {
+        self.mutate(id, |op, now| op.cancel(now)).await
+    }
+
+    async fn delete(&self, id: Uuid) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        let op = row::load(&mut tx, id, true)
+            .await?
+            .ok_or(StoreError::NotFound(id))?;
+        if !op.is_terminal() {
+            return Err(StoreError::NotTerminal {
+                id,
+                status: op.status,
+            });
+        }
+        sqlx::query("DELETE FROM operations WHERE seq = $1")
+            .bind(op.seq)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn claim(&self, query: &ClaimQuery) -> Result<Vec<Lease>, StoreError> {
+        if query.max == 0 {
+            return Ok(vec![]);
+        }
+        let mut tx = self.begin().await?;
+        let now = self.clock.now();
+        let rows = sqlx::query(CLAIMABLE)
+            .bind(now)
+            .bind(&query.filter.names)
+            .bind(&query.filter.queues)
+            .bind(i64::from(query.max))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
+        let mut leases = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let mut op = row::decode(r)?;
+            let lease_id = Uuid::now_v7();
+            op.start(lease_id, &query.worker, query.lease, now)?;
+            leases.push(Lease {
+                lease_id,
+                expires_at: now + query.lease,
+                operation: op,
+            });
+        }
+        let ops: Vec<Operation> = leases.iter().map(|l| l.operation.clone()).collect();
+        row::save(&mut tx, &ops).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(leases)
+    }
+
+    async fn next_run_at(
+        &self,
+        filter: &ClaimFilter,
+    ) -> Result<Option<OffsetDateTime>, StoreError> {
+        sqlx::query_scalar(NEXT_RUN_AT)
+            .bind(&filter.names)
+            .bind(&filter.queues)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)
+    }
+
+    async fn heartbeat(
+        &self,
+        id: Uuid,
+        lease: Uuid,
+        lease_for: Duration,
+        progress: Progress,
+    ) -> Result<Heartbeat, StoreError> {
+        let (cancel_requested, op) = self
+            .mutate(id, |op, now| op.heartbeat(lease, lease_for, progress, now))
+            .await?;
+        let lease_expires_at = op
+            .lease_expires_at
+            .expect("a running operation has a lease");
+        Ok(Heartbeat {
+            cancel_requested,
+            lease_expires_at,
+        })
+    }
+
+    async fn complete(
+        &self,
+        id: Uuid,
+        lease: Uuid,
+        completion: Completion,
+    ) -> Result<Operation, StoreError> {
+        let Completion {
+            result,
+            result_url,
+            resources,
+        } = completion;
+        Ok(self
+            .mutate(id, |op, now| {
+                op.succeed(lease, result, result_url, resources, now)
+            })
+            .await?
+            .1)
+    }
+
+    async fn fail(&self, id: Uuid, lease: Uuid, failure: Failure) -> Result<Operation, StoreError> {
+        Ok(self
+            .mutate(id, |op, now| {
+                op.fail(lease, failure.error, failure.retryable, now)
+            })
+            .await?
+            .1)
+    }
+
+    async fn release(&self, id: Uuid, lease: Uuid) -> Result<Operation, StoreError> {
+        Ok(self.mutate(id, |op, now| op.release(lease, now)).await?.1)
+    }
+
+    async fn expire_leases(&self) -> Result<u64, StoreError> {
+        let mut tx = self.begin().await?;
+        let now = self.clock.now();
+        let rows = sqlx::query(EXPIRED)
+            .bind(now)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
+        let mut expired = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let mut op = row::decode(r)?;
+            op.expire_lease(now)?;
+            expired.push(op);
+        }
+        row::save(&mut tx, &expired).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(expired.len() as u64)
+    }
+
+    async fn prune(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM operations
+             WHERE completed_at IS NOT NULL AND completed_at < $1
+               AND status IN ('succeeded', 'failed', 'cancelled')",
+        )
+        .bind(before)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+}

@@ -1,0 +1,131 @@
+//! Mapping between an [`Operation`] and its row: the canonical JSON body plus the columns
+//! that queries filter, order, lock and fence on.
+
+use longrun_core::{Idempotency, Operation, StoreError};
+use sqlx::{PgConnection, PgPool, Row, postgres::PgRow};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Wraps a driver error.
+pub(crate) fn db(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::database(e)
+}
+
+/// Decodes a row of `(seq, body::text, ...)`.
+pub(crate) fn decode(row: &PgRow) -> Result<Operation, StoreError> {
+    let seq: i64 = row.try_get(0).map_err(db)?;
+    let body: &str = row.try_get(1).map_err(db)?;
+    let mut op: Operation = serde_json::from_str(body).map_err(db)?;
+    op.seq = seq;
+    Ok(op)
+}
+
+/// The operation with this id, row-locked for the transaction when `lock`.
+pub(crate) async fn load(
+    conn: &mut PgConnection,
+    id: Uuid,
+    lock: bool,
+) -> Result<Option<Operation>, StoreError> {
+    let sql = if lock {
+        "SELECT seq, body::text FROM operations WHERE id = $1 FOR UPDATE"
+    } else {
+        "SELECT seq, body::text FROM operations WHERE id = $1"
+    };
+    let row = sqlx::query(sql)
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+        .map_err(db)?;
+    row.as_ref().map(decode).transpose()
+}
+
+/// The operation holding an idempotency key, with the key's fingerprint.
+pub(crate) async fn by_idempotency_key(
+    pool: &PgPool,
+    customer: i64,
+    key: &str,
+) -> Result<(Operation, Option<String>), StoreError> {
+    let row = sqlx::query(
+        "SELECT seq, body::text, idempotency_fingerprint FROM operations
+         WHERE customer = $1 AND idempotency_key = $2",
+    )
+    .bind(customer)
+    .bind(key)
+    .fetch_one(pool)
+    .await
+    .map_err(db)?;
+    Ok((decode(&row)?, row.try_get(2).map_err(db)?))
+}
+
+/// Inserts a new operation; returns its `seq`, or `None` when its idempotency key is taken.
+pub(crate) async fn insert(
+    conn: &mut PgConnection,
+    op: &Operation,
+    idempotency: Option<&Idempotency>,
+) -> Result<Option<i64>, StoreError> {
+    sqlx::query_scalar(
+        "INSERT INTO operations (id, name, queue, priority, status, run_at, lease_expires_at,
+             completed_at, parent_id, root_id, customer, created_by, idempotency_key,
+             idempotency_fingerprint, version, body)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16::json)
+         ON CONFLICT (customer, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+         RETURNING seq",
+    )
+    .bind(op.id)
+    .bind(&op.name)
+    .bind(&op.queue)
+    .bind(op.priority)
+    .bind(op.status.as_str())
+    .bind(op.run_at)
+    .bind(op.lease_expires_at)
+    .bind(op.completed_at)
+    .bind(op.parent_id)
+    .bind(op.root_id)
+    .bind(op.customer)
+    .bind(op.created_by)
+    .bind(idempotency.map(|i| i.key.as_str()))
+    .bind(idempotency.map(|i| i.fingerprint.as_str()))
+    .bind(op.version)
+    .bind(body(op)?)
+    .fetch_optional(conn)
+    .await
+    .map_err(db)
+}
+
+/// Writes back operations changed by their named transitions, in one statement.
+pub(crate) async fn save(conn: &mut PgConnection, ops: &[Operation]) -> Result<(), StoreError> {
+    if ops.is_empty() {
+        return Ok(());
+    }
+    let seqs: Vec<i64> = ops.iter().map(|op| op.seq).collect();
+    let statuses: Vec<&str> = ops.iter().map(|op| op.status.as_str()).collect();
+    let run_at: Vec<OffsetDateTime> = ops.iter().map(|op| op.run_at).collect();
+    let leases: Vec<Option<OffsetDateTime>> = ops.iter().map(|op| op.lease_expires_at).collect();
+    let completed: Vec<Option<OffsetDateTime>> = ops.iter().map(|op| op.completed_at).collect();
+    let versions: Vec<i64> = ops.iter().map(|op| op.version).collect();
+    let bodies = ops.iter().map(body).collect::<Result<Vec<_>, _>>()?;
+    sqlx::query(
+        "UPDATE operations o
+         SET status = u.status, run_at = u.run_at, lease_expires_at = u.lease_expires_at,
+             completed_at = u.completed_at, version = u.version, body = u.body::json
+         FROM UNNEST($1::bigint[], $2::text[], $3::timestamptz[], $4::timestamptz[],
+                     $5::timestamptz[], $6::bigint[], $7::text[])
+              AS u(seq, status, run_at, lease_expires_at, completed_at, version, body)
+         WHERE o.seq = u.seq",
+    )
+    .bind(seqs)
+    .bind(statuses)
+    .bind(run_at)
+    .bind(leases)
+    .bind(completed)
+    .bind(versions)
+    .bind(bodies)
+    .execute(conn)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+fn body(op: &Operation) -> Result<String, StoreError> {
+    serde_json::to_string(op).map_err(db)
+}
