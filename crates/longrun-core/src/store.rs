@@ -156,6 +156,9 @@ pub struct Failure {
 }
 
 /// A change to one operation, broadcast to everyone waiting on the store.
+///
+/// A change whose `id` is nil is a *resync*: notifications may have been lost (a shared
+/// database's listener reconnected), so every waiter should look at the store again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Change {
     /// The operation.
@@ -164,6 +167,18 @@ pub struct Change {
     pub version: i64,
     /// Its status after the change.
     pub status: Status,
+}
+
+impl Change {
+    /// The "look again" signal sent after notifications may have been lost.
+    pub fn resync() -> Self {
+        Self { id: Uuid::nil(), version: 0, status: Status::Pending }
+    }
+
+    /// Whether a waiter on operation `id` should look at the store again.
+    pub fn concerns(&self, id: Uuid) -> bool {
+        self.id == id || self.id.is_nil()
+    }
 }
 
 /// Durable storage of operations. All lifecycle rules come from [`Operation`]'s named

@@ -74,7 +74,7 @@ pub async fn next_change_of(
     timeout_at(deadline, async {
         loop {
             match changes.recv().await {
-                Ok(change) if change.id == id => return true,
+                Ok(change) if change.concerns(id) => return true,
                 Ok(_) => continue,
                 Err(RecvError::Lagged(_)) => return true,
                 Err(RecvError::Closed) => std::future::pending::<()>().await,

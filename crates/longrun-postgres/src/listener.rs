@@ -1,5 +1,7 @@
 //! `LISTEN` on the schema's change channel and re-broadcast to this node's subscribers.
 
+use std::time::Duration;
+
 use longrun_core::{Change, Status, StoreError};
 use sqlx::{PgPool, postgres::PgListener};
 use tokio::{sync::broadcast, task::JoinHandle};
@@ -21,28 +23,35 @@ impl Listener {
         let mut listener = PgListener::connect_with(pool).await.map_err(db)?;
         listener.listen(&channel).await.map_err(db)?;
         Ok(Self(tokio::spawn(async move {
+            let mut backoff = MIN_BACKOFF;
             loop {
-                match listener.recv().await {
-                    Ok(notification) => match parse(notification.payload()) {
+                match listener.try_recv().await {
+                    Ok(Some(notification)) => match parse(notification.payload()) {
                         Some(change) => {
                             let _ = changes.send(change);
                         }
-                        None => tracing::warn!(
-                            payload = notification.payload(),
-                            "unreadable change notification"
-                        ),
+                        None => tracing::warn!(payload = notification.payload(), "unreadable change notification"),
                     },
-                    // The listener reconnects on the next recv; notifications sent meanwhile are
-                    // lost, which waiters tolerate (they re-read the store on their deadline).
+                    // The connection was lost and is listening again: what was sent meanwhile
+                    // is gone, so every waiter looks at the store again.
+                    Ok(None) => {
+                        tracing::info!("change listener reconnected");
+                        backoff = MIN_BACKOFF;
+                        let _ = changes.send(Change::resync());
+                    }
                     Err(e) => {
-                        tracing::warn!(error = %e, "change listener lost its connection; reconnecting");
-                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                        tracing::warn!(error = %e, retry_in = ?backoff, "change listener lost the database");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
                     }
                 }
             }
         })))
     }
 }
+
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 impl Drop for Listener {
     fn drop(&mut self) {

@@ -1,1 +1,115 @@
-//! placeholder
+//! The longrun HTTP API (axum): operations under `/v1`, the worker protocol, long-poll and
+//! Server-Sent Events, RFC 9457 problem documents for every error, the OpenAPI document
+//! (`/openapi.json`, Swagger UI at `/docs`), health probes, and the maintenance loop.
+//!
+//! A binary needs four calls:
+//!
+//! ```no_run
+//! # async fn run(store: std::sync::Arc<dyn longrun_core::Store>) -> std::io::Result<()> {
+//! use std::sync::Arc;
+//! use longrun_server::{AppState, ServerConfig, serve, spawn_maintenance};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! let config = Arc::new(ServerConfig::default());
+//! let stop = CancellationToken::new();
+//! let maintenance = spawn_maintenance(store.clone(), config.clone(), stop.clone());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! let state = AppState { store, config };
+//! serve(listener, state, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! stop.cancel();
+//! let _ = maintenance.await;
+//! # Ok(()) }
+//! ```
+
+mod base_url;
+mod config;
+mod cursor;
+mod error;
+mod etag;
+mod extract;
+mod fingerprint;
+mod maintenance;
+mod openapi;
+mod prefer;
+mod routes;
+mod shutdown;
+mod submission;
+mod timeout;
+mod validate;
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Method, Uri};
+use longrun_core::Store;
+use tokio_util::sync::CancellationToken;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+pub use config::ServerConfig;
+pub use error::{ApiError, Problem, ProblemKind};
+pub use maintenance::spawn_maintenance;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// Where operations live.
+    pub store: Arc<dyn Store>,
+    /// Settings.
+    pub config: Arc<ServerConfig>,
+}
+
+/// The whole HTTP application: `/v1` routes, `/openapi.json`, `/docs`, `/healthz`, `/readyz`;
+/// unknown routes answer a `404` problem, a wrong method a `405` problem.
+pub fn router(state: AppState) -> axum::Router {
+    let (api, document) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .merge(routes::api())
+        .split_for_parts();
+    let timeout = state.config.request_timeout;
+    let body_limit = state.config.body_limit_bytes;
+    api.merge(SwaggerUi::new("/docs").url("/openapi.json", document))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            timeout,
+            timeout::limit,
+        ))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves [`router`] on `listener` until `shutdown` completes, then shuts down gracefully:
+/// stops accepting connections, ends event streams and long-polls at once (a waiting claim
+/// answers no leases) and waits for the requests in flight.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let stopping = CancellationToken::new();
+    let app = router(state).layer(Extension(stopping.clone()));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            stopping.cancel();
+        })
+        .await
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::new(
+        ProblemKind::NotFound,
+        format!("no route for {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        ProblemKind::MethodNotAllowed,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}

@@ -1,0 +1,68 @@
+//! Server settings, with defaults suitable for a single-node deployment.
+
+use std::time::Duration;
+
+use longrun_core::{Owner, RetryPolicy};
+
+/// Everything the HTTP layer and the maintenance loop can be tuned with.
+///
+/// `Prefer: wait=N` larger than [`max_wait_secs`](Self::max_wait_secs) is clamped (RFC 7240
+/// lets a server apply a preference partially, and `Preference-Applied` says what was used);
+/// a claim's explicit `waitSecs` larger than it is rejected with `422`, like every other
+/// out-of-range field of a request body.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Largest accepted request body, in bytes (default 1 MiB); larger bodies get `413`.
+    pub body_limit_bytes: usize,
+    /// Retry policy of operations whose submit does not override it.
+    pub default_retry_policy: RetryPolicy,
+    /// The `Retry-After` (seconds) suggested while an operation is not finished.
+    pub retry_after_secs: u32,
+    /// Scheme and authority clients reach the server at (e.g. `https://jobs.example.com`),
+    /// used in `Location` headers and absolute URLs; `None` means `http://{Host header}`.
+    pub public_url: Option<String>,
+    /// Owner recorded on submitted operations until authentication exists.
+    pub default_owner: Owner,
+    /// Largest `limit` a list request may ask for.
+    pub max_list_limit: u32,
+    /// Page size of a list request without `limit`.
+    pub default_list_limit: u32,
+    /// Longest long-poll (`Prefer: wait`, claim `waitSecs`), seconds.
+    pub max_wait_secs: u32,
+    /// Longest lease a worker may ask for, seconds.
+    pub max_lease_secs: u32,
+    /// Most operations one claim may lease.
+    pub max_claim: u32,
+    /// How often the maintenance loop expires leases and prunes old operations.
+    pub maintenance_interval: Duration,
+    /// Finished operations older than this are deleted by the maintenance loop (`None`: kept
+    /// forever).
+    pub retention: Option<time::Duration>,
+    /// Longest time a request may take to produce its response head (must exceed
+    /// `max_wait_secs`); the body of an event stream is not limited.
+    pub request_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            body_limit_bytes: 1024 * 1024,
+            default_retry_policy: RetryPolicy::default(),
+            retry_after_secs: 1,
+            public_url: None,
+            default_owner: Owner {
+                customer: 1,
+                user: 1,
+                user_name: "default".into(),
+            },
+            max_list_limit: 1000,
+            default_list_limit: 100,
+            max_wait_secs: 60,
+            max_lease_secs: 3600,
+            max_claim: 1000,
+            maintenance_interval: Duration::from_secs(1),
+            retention: Some(time::Duration::days(7)),
+            request_timeout: Duration::from_secs(90),
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! The HTTP routes, grouped by audience, and what their answers share.
+
+mod events;
+mod health;
+mod operations;
+mod workers;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use longrun_core::Operation;
+use longrun_core::views::View;
+use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::AppState;
+use crate::base_url::BaseUrl;
+
+/// Every documented route.
+pub fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(operations::submit, operations::list))
+        .routes(routes!(operations::get, operations::delete))
+        .routes(routes!(operations::cancel))
+        .routes(routes!(operations::result))
+        .routes(routes!(events::events))
+        .routes(routes!(workers::claim))
+        .routes(routes!(workers::heartbeat))
+        .routes(routes!(workers::complete))
+        .routes(routes!(workers::fail))
+        .routes(routes!(workers::release))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+}
+
+/// `?view=`: which rendering of the operation to answer with.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ViewQuery {
+    /// `operation` (default, the canonical resource), `async-operation`, `task-status` or
+    /// `async-task`.
+    pub view: Option<View>,
+}
+
+/// An operation rendered in `view` with status `status`, plus `Retry-After` while it is not
+/// finished.
+fn operation_response(
+    status: StatusCode,
+    op: &Operation,
+    view: Option<View>,
+    base: &BaseUrl,
+    retry_after_secs: u32,
+) -> Response {
+    let body = axum::Json(view.unwrap_or_default().render(op, &base.0));
+    let mut response = (status, body).into_response();
+    if !op.is_terminal() {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    }
+    response
+}
+
+/// Sets `Location` to the operation's URL (skipped if the URL is not a valid header value,
+/// which a configured `public_url` could make it).
+fn set_location(response: &mut Response, name: &'static str, base: &BaseUrl, op: &Operation) {
+    if let Ok(url) = HeaderValue::from_str(&base.operation(op.id)) {
+        response.headers_mut().insert(name, url);
+    }
+}

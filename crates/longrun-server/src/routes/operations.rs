@@ -1,0 +1,355 @@
+//! The client side of operations: submit, get (with long-poll), list, cancel, delete, result.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use longrun_core::views::View;
+use longrun_core::wire::{OperationList, SubmitRequest};
+use longrun_core::{CancelOutcome, ListQuery, Status, Submitted};
+use serde::Deserialize;
+use serde_json::Value;
+use utoipa::IntoParams;
+use uuid::Uuid;
+
+use super::{ViewQuery, operation_response, set_location};
+use crate::AppState;
+use crate::base_url::BaseUrl;
+use crate::error::{ApiError, Problem, ProblemKind};
+use crate::extract::{JsonBody, OperationId, QueryParams};
+use crate::openapi::OperationView;
+use crate::shutdown::Shutdown;
+use crate::{cursor, etag, prefer, submission};
+
+/// `Idempotent-Replayed: true` marks the answer to a repeated idempotent submit.
+const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
+/// Submit an operation.
+///
+/// Answers `202 Accepted` with the new operation. With an `Idempotency-Key` already used for
+/// the same body (compared after parsing, so formatting and key order do not matter), answers
+/// the operation that request created, as it is now, with `Idempotent-Replayed: true`.
+#[utoipa::path(
+    post,
+    path = "/v1/operations",
+    tag = "operations",
+    params(
+        ViewQuery,
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retried submits safe: the same key and body answer the same operation; the same key with another body is `422`."),
+        ("traceparent" = Option<String>, Header, description = "W3C trace context; its trace and span ids are recorded (generated when absent or invalid)."),
+    ),
+    request_body = SubmitRequest,
+    responses(
+        (status = 202, description = "Accepted; the operation in the requested view.", body = OperationView, headers(
+            ("Location" = String, description = "The operation's URL."),
+            ("Operation-Location" = String, description = "The operation's URL (Azure convention)."),
+            ("Retry-After" = u32, description = "Seconds to wait before polling."),
+            ("Idempotent-Replayed" = bool, description = "`true` when an earlier submit with the same `Idempotency-Key` created the operation."),
+        )),
+        (status = 400, description = "Malformed JSON, unknown `view` or bad `Idempotency-Key`.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over the size limit.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body not sent as `application/json`.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid request, unknown `parentId`, or an `Idempotency-Key` reused with another body.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn submit(
+    State(state): State<AppState>,
+    base: BaseUrl,
+    uri: Uri,
+    headers: HeaderMap,
+    QueryParams(query): QueryParams<ViewQuery>,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<Response, ApiError> {
+    let request_url = base.join(
+        uri.path_and_query()
+            .map_or("/v1/operations", |p| p.as_str()),
+    );
+    let new = submission::new_operation(&body, &headers, request_url, &state.config)?;
+    let Submitted { operation, created } = state.store.submit(new).await?;
+    let mut response = operation_response(
+        StatusCode::ACCEPTED,
+        &operation,
+        query.view,
+        &base,
+        state.config.retry_after_secs,
+    );
+    set_location(&mut response, "location", &base, &operation);
+    set_location(&mut response, "operation-location", &base, &operation);
+    if !created {
+        response
+            .headers_mut()
+            .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+/// Get an operation.
+///
+/// With `Prefer: wait=N` (N clamped to the server's maximum, 60 s by default) the answer waits
+/// until the operation changes or N seconds pass: changes relative to the version named by
+/// `If-None-Match` when given, else to the version current when the request arrived. A
+/// finished operation answers at once.
+#[utoipa::path(
+    get,
+    path = "/v1/operations/{id}",
+    tag = "operations",
+    params(
+        ("id" = Uuid, Path, description = "Operation id."),
+        ViewQuery,
+        ("If-None-Match" = Option<String>, Header, description = "An `ETag` from an earlier answer: `304` while the operation still has that version."),
+        ("Prefer" = Option<String>, Header, description = "`wait=N`: long-poll up to N seconds for a change."),
+    ),
+    responses(
+        (status = 200, description = "The operation in the requested view.", body = OperationView, headers(
+            ("ETag" = String, description = "The operation's version, quoted."),
+            ("Retry-After" = u32, description = "Present while the operation is not finished."),
+            ("Preference-Applied" = String, description = "`wait=N` when the request's wait preference was honoured (N as applied)."),
+        )),
+        (status = 304, description = "Unchanged since the `If-None-Match` version.", headers(
+            ("ETag" = String, description = "The operation's version, quoted."),
+        )),
+        (status = 400, description = "Unknown `view`.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such operation.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    base: BaseUrl,
+    OperationId(id): OperationId,
+    QueryParams(query): QueryParams<ViewQuery>,
+    headers: HeaderMap,
+    shutdown: Shutdown,
+) -> Result<Response, ApiError> {
+    let mut op = state
+        .store
+        .get(id)
+        .await?
+        .ok_or_else(|| ApiError::operation_not_found(id))?;
+    let wait = prefer::wait_secs(&headers, state.config.max_wait_secs);
+    if let Some(secs) = wait {
+        let seen = etag::if_none_match_version(&headers).unwrap_or(op.version);
+        if !op.is_terminal() && op.version == seen {
+            let waited = longrun_core::waiting::wait_for_change(
+                &*state.store,
+                id,
+                seen,
+                Duration::from_secs(u64::from(secs)),
+            );
+            if let Some(after) = shutdown.unless(waited).await {
+                op = after?.ok_or_else(|| ApiError::operation_not_found(id))?;
+            }
+        }
+    }
+
+    let mut response = if etag::none_match(&headers, op.version) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        operation_response(
+            StatusCode::OK,
+            &op,
+            query.view,
+            &base,
+            state.config.retry_after_secs,
+        )
+    };
+    let response_headers = response.headers_mut();
+    response_headers.insert(header::ETAG, etag::etag(op.version));
+    if let Some(secs) = wait {
+        response_headers.insert(prefer::PREFERENCE_APPLIED.clone(), prefer::applied(secs));
+    }
+    Ok(response)
+}
+
+/// Filters, page and view of a listing.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
+pub struct ListParams {
+    /// Only operations with this status.
+    pub status: Option<Status>,
+    /// Only operations with this task name.
+    pub name: Option<String>,
+    /// Only children of this operation.
+    pub parent_id: Option<Uuid>,
+    /// Only operations of this chain (the root's id).
+    pub root_id: Option<Uuid>,
+    /// Page size (default 100, at most 1000 unless configured otherwise).
+    pub limit: Option<u32>,
+    /// The `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+    /// The rendering of each operation.
+    pub view: Option<View>,
+}
+
+/// List operations, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/operations",
+    tag = "operations",
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of operations in the requested view; `nextCursor` is absent on the last page.", body = OperationList<OperationView>),
+        (status = 400, description = "Bad filter, `limit` out of range, unknown `view` or invalid cursor.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    base: BaseUrl,
+    QueryParams(params): QueryParams<ListParams>,
+) -> Result<Response, ApiError> {
+    let max = state.config.max_list_limit;
+    let limit = params
+        .limit
+        .unwrap_or(state.config.default_list_limit.min(max));
+    if !(1..=max).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "`limit` must be between 1 and {max} (got {limit})"
+        )));
+    }
+    let query = ListQuery {
+        status: params.status,
+        name: params.name,
+        parent_id: params.parent_id,
+        root_id: params.root_id,
+        customer: None,
+        before_seq: params.cursor.as_deref().map(cursor::decode).transpose()?,
+        limit,
+    };
+    let page = state.store.list(&query).await?;
+    let view = params.view.unwrap_or_default();
+    let body = OperationList {
+        operations: page
+            .operations
+            .iter()
+            .map(|op| view.render(op, &base.0))
+            .collect(),
+        next_cursor: page.next_before_seq.map(cursor::encode),
+    };
+    Ok(axum::Json(body).into_response())
+}
+
+/// Cancel an operation.
+///
+/// A pending operation is cancelled at once (`200`). For a running one the request is
+/// recorded (`202`, `cancelRequested: true`); its worker learns it at its next heartbeat and
+/// the operation then ends `cancelled`. A finished operation is left as it is (`409`).
+#[utoipa::path(
+    post,
+    path = "/v1/operations/{id}/cancel",
+    tag = "operations",
+    params(("id" = Uuid, Path, description = "Operation id."), ViewQuery),
+    responses(
+        (status = 200, description = "Cancelled.", body = OperationView),
+        (status = 202, description = "Cancellation requested from the worker running it.", body = OperationView, headers(
+            ("Location" = String, description = "The operation's URL, to follow it to the end."),
+            ("Retry-After" = u32, description = "Seconds to wait before polling."),
+        )),
+        (status = 400, description = "Unknown `view`.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such operation.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already finished; nothing was changed.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn cancel(
+    State(state): State<AppState>,
+    base: BaseUrl,
+    OperationId(id): OperationId,
+    QueryParams(query): QueryParams<ViewQuery>,
+) -> Result<Response, ApiError> {
+    let (outcome, op) = state.store.cancel(id).await?;
+    let status = match outcome {
+        CancelOutcome::Cancelled => StatusCode::OK,
+        CancelOutcome::Requested => StatusCode::ACCEPTED,
+    };
+    let mut response = operation_response(
+        status,
+        &op,
+        query.view,
+        &base,
+        state.config.retry_after_secs,
+    );
+    if outcome == CancelOutcome::Requested {
+        set_location(&mut response, "location", &base, &op);
+    }
+    Ok(response)
+}
+
+/// Delete a finished operation.
+#[utoipa::path(
+    delete,
+    path = "/v1/operations/{id}",
+    tag = "operations",
+    params(("id" = Uuid, Path, description = "Operation id.")),
+    responses(
+        (status = 204, description = "Forgotten."),
+        (status = 404, description = "No such operation.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not finished yet (cancel it first).", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn delete(
+    State(state): State<AppState>,
+    OperationId(id): OperationId,
+) -> Result<StatusCode, ApiError> {
+    state.store.delete(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Get an operation's result.
+///
+/// `200` with the result JSON (`null` when the operation succeeded without one; its
+/// `resultUrl` then says where the result lives). While the operation is not finished, `202`
+/// with the operation, `Location` and `Retry-After`. A failed operation answers a `409`
+/// problem carrying its `error`; a cancelled one a `409` problem too.
+#[utoipa::path(
+    get,
+    path = "/v1/operations/{id}/result",
+    tag = "operations",
+    params(("id" = Uuid, Path, description = "Operation id."), ViewQuery),
+    responses(
+        (status = 200, description = "The result, as the worker reported it.", body = serde_json::Value),
+        (status = 202, description = "Not finished yet; the operation in the requested view.", body = OperationView, headers(
+            ("Location" = String, description = "The operation's URL."),
+            ("Retry-After" = u32, description = "Seconds to wait before asking again."),
+        )),
+        (status = 400, description = "Unknown `view`.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such operation.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Failed (the problem's `error` member holds `code`, `type` and `message`) or cancelled.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn result(
+    State(state): State<AppState>,
+    base: BaseUrl,
+    OperationId(id): OperationId,
+    QueryParams(query): QueryParams<ViewQuery>,
+) -> Result<Response, ApiError> {
+    let op = state
+        .store
+        .get(id)
+        .await?
+        .ok_or_else(|| ApiError::operation_not_found(id))?;
+    match op.status {
+        Status::Succeeded => Ok(axum::Json(op.result.unwrap_or(Value::Null)).into_response()),
+        Status::Failed => Err(ApiError::operation_failed(op.error.as_ref())),
+        Status::Cancelled => Err(ApiError::new(
+            ProblemKind::OperationCancelled,
+            "the operation was cancelled; it has no result",
+        )),
+        Status::Pending | Status::Running => {
+            let mut response = operation_response(
+                StatusCode::ACCEPTED,
+                &op,
+                query.view,
+                &base,
+                state.config.retry_after_secs,
+            );
+            set_location(&mut response, "location", &base, &op);
+            Ok(response)
+        }
+    }
+}

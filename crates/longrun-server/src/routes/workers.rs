@@ -1,0 +1,267 @@
+//! The worker protocol: claim work under a lease, heartbeat, and report the outcome.
+//!
+//! Every report carries the `leaseId` the claim granted; a lease that is no longer current
+//! (expired and re-claimed, or already reported) answers `409` and changes nothing.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use longrun_core::views::View;
+use longrun_core::waiting::claim_or_wait;
+use longrun_core::wire::{
+    ClaimRequest, ClaimResponse, CompleteRequest, FailRequest, HeartbeatRequest, HeartbeatResponse,
+    LeaseGrant, ReleaseRequest,
+};
+use longrun_core::{
+    ClaimFilter, ClaimQuery, Completion, Failure, Operation, OperationError, Progress,
+};
+
+use crate::AppState;
+use crate::base_url::BaseUrl;
+use crate::config::ServerConfig;
+use crate::error::{ApiError, Problem};
+use crate::extract::{JsonBody, OperationId};
+use crate::shutdown::Shutdown;
+use crate::validate;
+
+/// Lease length of a heartbeat that does not say.
+const DEFAULT_LEASE_SECS: u32 = 30;
+
+/// Claim ready operations.
+///
+/// Leases up to `max` ready operations (pending and due; highest priority first, then
+/// oldest), each to exactly one worker. When none is ready, waits up to `waitSecs` for one
+/// (woken by submits and retries, not by polling) and answers an empty list if none came.
+#[utoipa::path(
+    post,
+    path = "/v1/workers/claim",
+    tag = "workers",
+    request_body = ClaimRequest,
+    responses(
+        (status = 200, description = "The leases granted (possibly none).", body = ClaimResponse),
+        (status = 400, description = "Malformed JSON.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over the size limit.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body not sent as `application/json`.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid request (`max`, `leaseSecs` or `waitSecs` out of range, bad names).", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn claim(
+    State(state): State<AppState>,
+    shutdown: Shutdown,
+    JsonBody(request): JsonBody<ClaimRequest>,
+) -> Result<axum::Json<ClaimResponse>, ApiError> {
+    let (query, wait) = claim_query(request, &state.config)?;
+    // At shutdown the wait ends with nothing claimed. Were a claim in flight at that instant,
+    // its leases would be lost to this worker and come back when they expire.
+    let leases = shutdown
+        .unless(claim_or_wait(&*state.store, &query, wait))
+        .await
+        .transpose()?;
+    let leases = leases
+        .unwrap_or_default()
+        .into_iter()
+        .map(|lease| LeaseGrant {
+            lease_id: lease.lease_id,
+            lease_expires_at: lease.expires_at,
+            operation: lease.operation,
+        })
+        .collect();
+    Ok(axum::Json(ClaimResponse { leases }))
+}
+
+fn claim_query(
+    request: ClaimRequest,
+    config: &ServerConfig,
+) -> Result<(ClaimQuery, Duration), ApiError> {
+    validate::text("worker", &request.worker, validate::MAX_NAME_CHARS, true)?;
+    for name in &request.names {
+        validate::name("names[]", name)?;
+    }
+    for queue in &request.queues {
+        validate::name("queues[]", queue)?;
+    }
+    validate::range("max", request.max, 1, config.max_claim)?;
+    validate::range("leaseSecs", request.lease_secs, 1, config.max_lease_secs)?;
+    validate::range("waitSecs", request.wait_secs, 0, config.max_wait_secs)?;
+    let query = ClaimQuery {
+        worker: request.worker,
+        filter: ClaimFilter {
+            names: request.names,
+            queues: request.queues,
+        },
+        max: request.max,
+        lease: time::Duration::seconds(i64::from(request.lease_secs)),
+    };
+    Ok((query, Duration::from_secs(u64::from(request.wait_secs))))
+}
+
+/// Heartbeat a leased operation.
+///
+/// Extends the lease by `leaseSecs` (default 30) from now and records progress; answers
+/// whether a client asked to cancel (the worker should then stop and report a failure).
+#[utoipa::path(
+    post,
+    path = "/v1/operations/{id}/heartbeat",
+    tag = "workers",
+    params(("id" = uuid::Uuid, Path, description = "Operation id.")),
+    request_body = HeartbeatRequest,
+    responses(
+        (status = 200, description = "Lease extended.", body = HeartbeatResponse),
+        (status = 400, description = "Malformed JSON.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such operation.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The lease is no longer current; nothing was changed.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body not sent as `application/json`.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid request (`progressPct` outside 0–100, `leaseSecs` out of range).", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    OperationId(id): OperationId,
+    JsonBody(request): JsonBody<HeartbeatRequest>,
+) -> Result<axum::Json<HeartbeatResponse>, ApiError> {
+    if let Some(pct) = request.progress_pct {
+        validate::range("progressPct", pct, 0.0, 100.0)?;
+    }
+    if let Some(detail) = &request.status_detail {
+        validate::text("statusDetail", detail, validate::MAX_DETAIL_CHARS, false)?;
+    }
+    let lease_secs = request.lease_secs.unwrap_or(DEFAULT_LEASE_SECS);
+    validate::range("leaseSecs", lease_secs, 1, state.config.max_lease_secs)?;
+    let progress = Progress {
+        pct: request.progress_pct,
+        detail: request.status_detail,
+    };
+    let lease_for = time::Duration::seconds(i64::from(lease_secs));
+    let beat = state
+        .store
+        .heartbeat(id, request.lease_id, lease_for, progress)
+        .await?;
+    Ok(axum::Json(HeartbeatResponse {
+        cancel_requested: beat.cancel_requested,
+        lease_expires_at: beat.lease_expires_at,
+    }))
+}
+
+/// Report success.
+#[utoipa::path(
+    post,
+    path = "/v1/operations/{id}/complete",
+    tag = "workers",
+    params(("id" = uuid::Uuid, Path, description = "Operation id.")),
+    request_body = CompleteRequest,
+    responses(
+        (status = 200, description = "Recorded; the operation, now succeeded.", body = Operation),
+        (status = 400, description = "Malformed JSON.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such operation.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The lease is no longer current, or the attempt was already reported; nothing was changed.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over the size limit.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body not sent as `application/json`.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid request.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn complete(
+    State(state): State<AppState>,
+    base: BaseUrl,
+    OperationId(id): OperationId,
+    JsonBody(request): JsonBody<CompleteRequest>,
+) -> Result<Response, ApiError> {
+    let completion = Completion {
+        result: request.result,
+        result_url: request.result_url,
+        resources: request.resources,
+    };
+    let op = state
+        .store
+        .complete(id, request.lease_id, completion)
+        .await?;
+    Ok(canonical(&op, &base))
+}
+
+/// Report a failed attempt.
+///
+/// A retryable failure goes back to `pending` after a backoff while retries remain; otherwise
+/// (or when not retryable) the operation ends `failed`; when cancellation was requested it ends
+/// `cancelled`. `error.code` defaults to `error`.
+#[utoipa::path(
+    post,
+    path = "/v1/operations/{id}/fail",
+    tag = "workers",
+    params(("id" = uuid::Uuid, Path, description = "Operation id.")),
+    request_body = FailRequest,
+    responses(
+        (status = 200, description = "Recorded; the operation, now pending (retry), failed or cancelled.", body = Operation),
+        (status = 400, description = "Malformed JSON.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such operation.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The lease is no longer current, or the attempt was already reported; nothing was changed.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over the size limit.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body not sent as `application/json`.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid request.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn fail(
+    State(state): State<AppState>,
+    base: BaseUrl,
+    OperationId(id): OperationId,
+    JsonBody(request): JsonBody<FailRequest>,
+) -> Result<Response, ApiError> {
+    validate::text(
+        "error.type",
+        &request.error.error_type,
+        validate::MAX_NAME_CHARS,
+        true,
+    )?;
+    if let Some(code) = &request.error.code {
+        validate::name("error.code", code)?;
+    }
+    let error = OperationError {
+        code: request.error.code.unwrap_or_else(|| "error".into()),
+        error_type: request.error.error_type,
+        message: request.error.message,
+    };
+    let failure = Failure {
+        error,
+        retryable: request.retryable,
+    };
+    let op = state.store.fail(id, request.lease_id, failure).await?;
+    Ok(canonical(&op, &base))
+}
+
+/// Give a leased operation back unfinished.
+///
+/// For a worker shutting down: the operation is ready again at once and the attempt is not
+/// counted as a retry (if cancellation was requested, it ends `cancelled` instead).
+#[utoipa::path(
+    post,
+    path = "/v1/operations/{id}/release",
+    tag = "workers",
+    params(("id" = uuid::Uuid, Path, description = "Operation id.")),
+    request_body = ReleaseRequest,
+    responses(
+        (status = 200, description = "Released; the operation, now pending (or cancelled).", body = Operation),
+        (status = 400, description = "Malformed JSON.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such operation.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The lease is no longer current; nothing was changed.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body not sent as `application/json`.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid request.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn release(
+    State(state): State<AppState>,
+    base: BaseUrl,
+    OperationId(id): OperationId,
+    JsonBody(request): JsonBody<ReleaseRequest>,
+) -> Result<Response, ApiError> {
+    let op = state.store.release(id, request.lease_id).await?;
+    Ok(canonical(&op, &base))
+}
+
+/// The canonical operation (absolute `resultUrl`), as a worker report answers it.
+fn canonical(op: &Operation, base: &BaseUrl) -> Response {
+    axum::Json(View::Operation.render(op, &base.0)).into_response()
+}

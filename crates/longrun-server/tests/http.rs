@@ -1,0 +1,1762 @@
+//! HTTP tests of the longrun API against a real SQLite store in a temporary directory: every
+//! route, view and error case, long-poll, Server-Sent Events, the worker protocol, the
+//! maintenance loop, the OpenAPI document, and graceful shutdown of a real server.
+
+mod support {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use axum::Router;
+    use axum::body::{Body, Bytes};
+    use axum::http::{HeaderMap, Method, Request, StatusCode};
+    use http_body_util::BodyExt;
+    use longrun_core::{Store, SystemClock};
+    use longrun_server::{AppState, ServerConfig, router};
+    use longrun_sqlite::SqliteStore;
+    use serde_json::{Value, json};
+    use tempfile::TempDir;
+    use tower::ServiceExt;
+
+    /// The `Host` every test request carries, so absolute URLs are predictable.
+    pub const HOST: &str = "longrun.test";
+
+    /// The router over a fresh SQLite database.
+    pub struct TestApp {
+        pub router: Router,
+        pub store: Arc<SqliteStore>,
+        pub config: Arc<ServerConfig>,
+        _dir: TempDir,
+    }
+
+    impl TestApp {
+        pub async fn new() -> Self {
+            Self::with(ServerConfig::default()).await
+        }
+
+        pub async fn with(config: ServerConfig) -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("sqlite://{}", dir.path().join("longrun.db").display());
+            let store = Arc::new(
+                SqliteStore::open(&url, Arc::new(SystemClock))
+                    .await
+                    .unwrap(),
+            );
+            let config = Arc::new(config);
+            let state = AppState {
+                store: store.clone() as Arc<dyn Store>,
+                config: config.clone(),
+            };
+            Self {
+                router: router(state),
+                store,
+                config,
+                _dir: dir,
+            }
+        }
+
+        pub fn state(&self) -> AppState {
+            AppState {
+                store: self.store.clone() as Arc<dyn Store>,
+                config: self.config.clone(),
+            }
+        }
+
+        pub async fn send(&self, request: Request<Body>) -> Reply {
+            let response = self.router.clone().oneshot(request).await.unwrap();
+            let status = response.status();
+            let headers = response.headers().clone();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            Reply {
+                status,
+                headers,
+                body,
+            }
+        }
+
+        pub async fn call(
+            &self,
+            method: Method,
+            uri: &str,
+            body: Option<Value>,
+            headers: &[(&str, &str)],
+        ) -> Reply {
+            let mut builder = Request::builder()
+                .method(method)
+                .uri(uri)
+                .header("host", HOST);
+            for (name, value) in headers {
+                builder = builder.header(*name, *value);
+            }
+            let request = match body {
+                Some(body) => builder
+                    .header("content-type", "application/json")
+                    .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                    .unwrap(),
+                None => builder.body(Body::empty()).unwrap(),
+            };
+            self.send(request).await
+        }
+
+        pub async fn get(&self, uri: &str) -> Reply {
+            self.call(Method::GET, uri, None, &[]).await
+        }
+
+        pub async fn post(&self, uri: &str, body: Value) -> Reply {
+            self.call(Method::POST, uri, Some(body), &[]).await
+        }
+
+        /// Submits and returns the canonical operation (asserting `202`).
+        pub async fn submit(&self, body: Value) -> Value {
+            let reply = self.post("/v1/operations", body).await;
+            assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text());
+            reply.json()
+        }
+
+        /// Submits an operation named `name` with defaults.
+        pub async fn submit_named(&self, name: &str) -> Value {
+            self.submit(json!({ "name": name })).await
+        }
+
+        /// Claims exactly one operation (of task `name`): returns (lease id, operation).
+        pub async fn claim_one(&self, name: &str) -> (String, Value) {
+            let reply = self
+                .post(
+                    "/v1/workers/claim",
+                    json!({"worker": "w1", "names": [name], "max": 1, "leaseSecs": 60}),
+                )
+                .await;
+            assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+            let leases = reply.json()["leases"].as_array().unwrap().clone();
+            assert_eq!(leases.len(), 1, "expected one lease: {leases:?}");
+            (
+                leases[0]["leaseId"].as_str().unwrap().to_owned(),
+                leases[0]["operation"].clone(),
+            )
+        }
+
+        /// The canonical operation as it is now.
+        pub async fn operation(&self, id: &str) -> Value {
+            let reply = self.get(&format!("/v1/operations/{id}")).await;
+            assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+            reply.json()
+        }
+    }
+
+    /// A buffered response.
+    #[derive(Debug)]
+    pub struct Reply {
+        pub status: StatusCode,
+        pub headers: HeaderMap,
+        pub body: Bytes,
+    }
+
+    impl Reply {
+        pub fn json(&self) -> Value {
+            serde_json::from_slice(&self.body)
+                .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+        }
+
+        pub fn text(&self) -> String {
+            String::from_utf8_lossy(&self.body).into_owned()
+        }
+
+        pub fn header(&self, name: &str) -> Option<&str> {
+            self.headers.get(name).map(|v| v.to_str().unwrap())
+        }
+
+        /// Asserts an RFC 9457 problem with `status` and `type`; returns the body.
+        pub fn problem(&self, status: StatusCode, problem_type: &str) -> Value {
+            assert_eq!(self.status, status, "{}", self.text());
+            assert_eq!(
+                self.header("content-type"),
+                Some("application/problem+json")
+            );
+            let body = self.json();
+            assert_eq!(body["type"], problem_type, "{body}");
+            assert_eq!(body["status"], status.as_u16());
+            assert!(
+                body["title"].as_str().is_some_and(|t| !t.is_empty()),
+                "{body}"
+            );
+            assert!(
+                body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+                "{body}"
+            );
+            body
+        }
+    }
+
+    /// One Server-Sent Event.
+    #[derive(Debug, Clone, Default)]
+    pub struct SseEvent {
+        pub id: Option<String>,
+        pub event: Option<String>,
+        pub data: String,
+    }
+
+    impl SseEvent {
+        pub fn json(&self) -> Value {
+            serde_json::from_str(&self.data).unwrap()
+        }
+    }
+
+    /// Reads events from a streaming response body.
+    pub struct SseReader {
+        body: Body,
+        buffer: String,
+    }
+
+    impl SseReader {
+        pub fn new(body: Body) -> Self {
+            Self {
+                body,
+                buffer: String::new(),
+            }
+        }
+
+        /// The next event (comments skipped); `None` when the stream ended. Panics when nothing
+        /// arrives within 10 s.
+        pub async fn next(&mut self) -> Option<SseEvent> {
+            tokio::time::timeout(Duration::from_secs(10), self.next_event())
+                .await
+                .expect("no event within 10 s")
+        }
+
+        async fn next_event(&mut self) -> Option<SseEvent> {
+            loop {
+                while let Some(end) = self.buffer.find("\n\n") {
+                    let block: String = self.buffer.drain(..end + 2).collect();
+                    if let Some(event) = parse_block(&block) {
+                        return Some(event);
+                    }
+                }
+                match self.body.frame().await {
+                    Some(frame) => {
+                        if let Ok(data) = frame.unwrap().into_data() {
+                            self.buffer.push_str(std::str::from_utf8(&data).unwrap());
+                        }
+                    }
+                    None => return None,
+                }
+            }
+        }
+    }
+
+    fn parse_block(block: &str) -> Option<SseEvent> {
+        let mut event = SseEvent::default();
+        let mut any = false;
+        for line in block.lines() {
+            let (field, value) = line.split_once(':').unwrap_or((line, ""));
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match field {
+                "id" => event.id = Some(value.to_owned()),
+                "event" => event.event = Some(value.to_owned()),
+                "data" => event.data.push_str(value),
+                _ => continue,
+            }
+            any = true;
+        }
+        any.then_some(event)
+    }
+
+    /// Opens an event stream through the router.
+    pub async fn open_events(app: &TestApp, uri: &str, headers: &[(&str, &str)]) -> SseReader {
+        let mut builder = Request::builder().uri(uri).header("host", HOST);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let response = app
+            .router
+            .clone()
+            .oneshot(builder.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        SseReader::new(response.into_body())
+    }
+}
+
+mod operations {
+    use axum::http::{Method, StatusCode};
+    use longrun_server::ServerConfig;
+    use serde_json::{Value, json};
+
+    use crate::support::{HOST, TestApp};
+
+    #[tokio::test]
+    async fn submit_answers_202_with_absolute_locations_and_fills_defaults() {
+        let app = TestApp::new().await;
+        let reply = app
+            .post("/v1/operations", json!({"name": "reports.render"}))
+            .await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text());
+        let op = reply.json();
+        let id = op["id"].as_str().unwrap();
+        let url = format!("http://{HOST}/v1/operations/{id}");
+        assert_eq!(reply.header("location"), Some(url.as_str()));
+        assert_eq!(reply.header("operation-location"), Some(url.as_str()));
+        assert_eq!(reply.header("retry-after"), Some("1"));
+        assert_eq!(reply.header("idempotent-replayed"), None);
+        assert_eq!(op["status"], "pending");
+        assert_eq!(op["name"], "reports.render");
+        assert_eq!(op["args"], json!([]));
+        assert_eq!(op["kwargs"], json!({}));
+        assert_eq!(op["queue"], "default");
+        assert_eq!(op["priority"], 0);
+        assert_eq!(op["meta"]["url"], format!("http://{HOST}/v1/operations"));
+        assert_eq!(
+            op["retryPolicy"],
+            json!({"maxRetries": 3, "backoffBaseSecs": 1.0, "backoffCapSecs": 300.0})
+        );
+        assert_eq!(op["rootId"], op["id"]);
+        assert_eq!(op["customer"], 1);
+        assert_eq!(op["createdBy"], 1);
+        assert_eq!(op["createdByName"], "default");
+        assert_eq!(op["resultUrl"], format!("{url}/result"));
+        assert_eq!(op["traceId"].as_str().unwrap().len(), 32);
+        assert_eq!(op["spanId"].as_str().unwrap().len(), 16);
+        assert_eq!(op["version"], 1);
+        assert!(op["seq"].as_i64().unwrap() > 0);
+    }
+
+    #[tokio::test]
+    async fn submit_applies_overrides_trace_context_owner_and_public_url() {
+        let mut config = ServerConfig {
+            public_url: Some("https://jobs.example.com/".into()),
+            ..Default::default()
+        };
+        config.default_owner.user_name = "alice".into();
+        let app = TestApp::with(config).await;
+        let body = json!({
+            "name": "mail.send", "args": [1, "two"], "kwargs": {"to": "x"}, "content": {"free": true},
+            "meta": {"model": "collection", "action": "create"},
+            "maxRetries": 7, "backoffBaseSecs": 0.5, "backoffCapSecs": 10.0,
+            "queue": "mail", "priority": 5, "runAt": "2030-01-01T00:00:00Z"
+        });
+        let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let reply = app
+            .call(
+                Method::POST,
+                "/v1/operations?view=operation",
+                Some(body),
+                &[("traceparent", traceparent)],
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text());
+        let op = reply.json();
+        let id = op["id"].as_str().unwrap();
+        assert_eq!(
+            reply.header("location").unwrap(),
+            format!("https://jobs.example.com/v1/operations/{id}")
+        );
+        assert_eq!(op["args"], json!([1, "two"]));
+        assert_eq!(op["kwargs"], json!({"to": "x"}));
+        assert_eq!(op["content"], json!({"free": true}));
+        assert_eq!(
+            op["meta"],
+            json!({"url": "https://jobs.example.com/v1/operations?view=operation", "model": "collection", "action": "create"})
+        );
+        assert_eq!(
+            op["retryPolicy"],
+            json!({"maxRetries": 7, "backoffBaseSecs": 0.5, "backoffCapSecs": 10.0})
+        );
+        assert_eq!(op["queue"], "mail");
+        assert_eq!(op["priority"], 5);
+        assert_eq!(op["runAt"], "2030-01-01T00:00:00Z");
+        assert_eq!(op["traceId"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(op["spanId"], "00f067aa0ba902b7");
+        assert_eq!(op["createdByName"], "alice");
+    }
+
+    #[tokio::test]
+    async fn an_invalid_traceparent_gets_fresh_ids() {
+        let app = TestApp::new().await;
+        let reply = app
+            .call(
+                Method::POST,
+                "/v1/operations",
+                Some(json!({"name": "t"})),
+                &[("traceparent", "00-0000-bad-01")],
+            )
+            .await;
+        let op = reply.json();
+        let trace = op["traceId"].as_str().unwrap();
+        assert_eq!(trace.len(), 32);
+        assert!(trace.bytes().all(|b| b.is_ascii_hexdigit()) && trace != "0".repeat(32));
+    }
+
+    #[tokio::test]
+    async fn a_child_joins_its_parents_chain_and_an_unknown_parent_is_422() {
+        let app = TestApp::new().await;
+        let root = app.submit_named("flow.root").await;
+        let child = app
+            .submit(json!({"name": "flow.child", "parentId": root["id"]}))
+            .await;
+        let grandchild = app
+            .submit(json!({"name": "flow.grandchild", "parentId": child["id"]}))
+            .await;
+        assert_eq!(child["parentId"], root["id"]);
+        assert_eq!(grandchild["parentId"], child["id"]);
+        assert_eq!(grandchild["rootId"], root["id"]);
+
+        let reply = app
+            .post(
+                "/v1/operations",
+                json!({"name": "orphan", "parentId": "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"}),
+            )
+            .await;
+        reply.problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/problems/parent-not-found",
+        );
+    }
+
+    #[tokio::test]
+    async fn idempotency_key_replays_the_same_body_and_refuses_another() {
+        let app = TestApp::new().await;
+        let key = [("idempotency-key", "order-42")];
+        let first = app
+            .call(
+                Method::POST,
+                "/v1/operations",
+                Some(json!({"name": "pay", "kwargs": {"a": 1, "b": [2, 3]}})),
+                &key,
+            )
+            .await;
+        assert_eq!(first.status, StatusCode::ACCEPTED);
+        assert_eq!(first.header("idempotent-replayed"), None);
+
+        // Same JSON, other key order and whitespace.
+        let raw = "{ \"kwargs\": {\"b\": [2, 3], \"a\": 1},\n  \"name\": \"pay\" }";
+        let request = axum::http::Request::post("/v1/operations")
+            .header("host", HOST)
+            .header("content-type", "application/json")
+            .header("idempotency-key", "order-42")
+            .body(axum::body::Body::from(raw))
+            .unwrap();
+        let again = app.send(request).await;
+        assert_eq!(again.status, StatusCode::ACCEPTED, "{}", again.text());
+        assert_eq!(again.header("idempotent-replayed"), Some("true"));
+        assert_eq!(again.json()["id"], first.json()["id"]);
+        assert_eq!(again.header("location"), first.header("location"));
+
+        let other = app
+            .call(
+                Method::POST,
+                "/v1/operations",
+                Some(json!({"name": "pay", "kwargs": {"a": 2}})),
+                &key,
+            )
+            .await;
+        other.problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/problems/idempotency-key-reused",
+        );
+
+        let listed = app.get("/v1/operations").await.json();
+        assert_eq!(listed["operations"].as_array().unwrap().len(), 1);
+
+        let empty_key = app
+            .call(
+                Method::POST,
+                "/v1/operations",
+                Some(json!({"name": "pay"})),
+                &[("idempotency-key", "")],
+            )
+            .await;
+        empty_key.problem(StatusCode::BAD_REQUEST, "/problems/bad-request");
+    }
+
+    #[tokio::test]
+    async fn get_renders_every_view() {
+        let app = TestApp::new().await;
+        let op = app
+            .submit(json!({"name": "views.demo", "args": [1], "kwargs": {"k": "v"}, "meta": {"model": "collection", "action": "update"}}))
+            .await;
+        let id = op["id"].as_str().unwrap();
+
+        let canonical = app
+            .get(&format!("/v1/operations/{id}?view=operation"))
+            .await
+            .json();
+        assert_eq!(canonical, op);
+
+        let reply = app
+            .get(&format!("/v1/operations/{id}?view=async-operation"))
+            .await;
+        let async_op = reply.json();
+        let keys: Vec<_> = async_op.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys.len(), 5, "{async_op}");
+        for key in ["id", "status", "createdAt", "updatedAt", "resultUrl"] {
+            assert!(async_op.get(key).is_some(), "{key} missing in {async_op}");
+        }
+        assert_eq!(async_op["status"], "pending");
+        assert_eq!(
+            async_op["resultUrl"],
+            format!("http://{HOST}/v1/operations/{id}/result")
+        );
+
+        let task_status = app
+            .get(&format!("/v1/operations/{id}?view=task-status"))
+            .await
+            .json();
+        assert_eq!(task_status["status"], "pending");
+        assert_eq!(task_status["meta"]["model"], "collection");
+        assert_eq!(
+            task_status["meta"]["url"],
+            format!("http://{HOST}/v1/operations")
+        );
+        assert!(task_status.get("details").is_none());
+
+        let task = app
+            .get(&format!("/v1/operations/{id}?view=async-task"))
+            .await
+            .json();
+        assert_eq!(task["id"], op["seq"]);
+        assert_eq!(task["status"], "PENDING");
+        assert_eq!(task["task_args"], json!([1]));
+        assert_eq!(task["task_kwargs"], json!({"k": "v"}));
+        assert_eq!(task["root_task_id"], id);
+        assert_eq!(task["created_by_name"], "default");
+
+        let bad = app.get(&format!("/v1/operations/{id}?view=xml")).await;
+        bad.problem(StatusCode::BAD_REQUEST, "/problems/bad-request");
+        let unknown_param = app
+            .get(&format!("/v1/operations/{id}?vew=async-task"))
+            .await;
+        unknown_param.problem(StatusCode::BAD_REQUEST, "/problems/bad-request");
+    }
+
+    #[tokio::test]
+    async fn etag_if_none_match_and_retry_after_follow_the_version() {
+        let app = TestApp::new().await;
+        let op = app.submit_named("etag.demo").await;
+        let id = op["id"].as_str().unwrap();
+        let uri = format!("/v1/operations/{id}");
+
+        let first = app.get(&uri).await;
+        assert_eq!(first.header("etag"), Some("\"1\""));
+        assert_eq!(first.header("retry-after"), Some("1"));
+
+        for tag in ["\"1\"", "W/\"1\"", "\"7\", \"1\"", "*"] {
+            let cached = app
+                .call(Method::GET, &uri, None, &[("if-none-match", tag)])
+                .await;
+            assert_eq!(
+                cached.status,
+                StatusCode::NOT_MODIFIED,
+                "If-None-Match: {tag}"
+            );
+            assert_eq!(cached.header("etag"), Some("\"1\""));
+            assert!(cached.body.is_empty());
+        }
+
+        let cancelled = app.post(&format!("{uri}/cancel"), json!({})).await;
+        assert_eq!(cancelled.status, StatusCode::OK);
+        let changed = app
+            .call(Method::GET, &uri, None, &[("if-none-match", "\"1\"")])
+            .await;
+        assert_eq!(changed.status, StatusCode::OK);
+        assert_eq!(changed.header("etag"), Some("\"2\""));
+        assert_eq!(changed.json()["status"], "cancelled");
+        assert_eq!(
+            changed.header("retry-after"),
+            None,
+            "no Retry-After once finished"
+        );
+    }
+
+    #[tokio::test]
+    async fn list_filters_paginates_newest_first_and_renders_views() {
+        let app = TestApp::new().await;
+        let root = app.submit_named("chain.root").await;
+        let mut ids = vec![root["id"].clone()];
+        for _ in 0..3 {
+            ids.push(
+                app.submit(json!({"name": "chain.step", "parentId": root["id"]}))
+                    .await["id"]
+                    .clone(),
+            );
+        }
+        let other = app.submit_named("other").await;
+        ids.push(other["id"].clone());
+        app.post(
+            &format!("/v1/operations/{}/cancel", other["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+
+        // Pages of two, newest first, until the cursor runs out.
+        let mut seen = vec![];
+        let mut uri = "/v1/operations?limit=2".to_owned();
+        loop {
+            let page = app.get(&uri).await;
+            assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+            let page = page.json();
+            let ops = page["operations"].as_array().unwrap();
+            assert!(ops.len() <= 2);
+            seen.extend(ops.iter().map(|op| op["id"].clone()));
+            match page.get("nextCursor").and_then(Value::as_str) {
+                Some(cursor) => uri = format!("/v1/operations?limit=2&cursor={cursor}"),
+                None => break,
+            }
+        }
+        ids.reverse();
+        assert_eq!(seen, ids);
+
+        let by_name = app.get("/v1/operations?name=chain.step").await.json();
+        assert_eq!(by_name["operations"].as_array().unwrap().len(), 3);
+        assert!(by_name.get("nextCursor").is_none());
+        let root_id = root["id"].as_str().unwrap();
+        let children = app
+            .get(&format!("/v1/operations?parentId={root_id}"))
+            .await
+            .json();
+        assert_eq!(children["operations"].as_array().unwrap().len(), 3);
+        let chain = app
+            .get(&format!("/v1/operations?rootId={root_id}"))
+            .await
+            .json();
+        assert_eq!(chain["operations"].as_array().unwrap().len(), 4);
+        let cancelled = app.get("/v1/operations?status=cancelled").await.json();
+        assert_eq!(cancelled["operations"].as_array().unwrap().len(), 1);
+        assert_eq!(cancelled["operations"][0]["id"], other["id"]);
+
+        for (view, check) in [
+            ("async-task", "PENDING"),
+            ("async-operation", "pending"),
+            ("task-status", "pending"),
+            ("operation", "pending"),
+        ] {
+            let listed = app
+                .get(&format!(
+                    "/v1/operations?status=pending&limit=1&view={view}"
+                ))
+                .await
+                .json();
+            let item = &listed["operations"][0];
+            assert_eq!(item["status"], check, "{view}: {item}");
+            if view == "async-task" {
+                assert!(item["id"].is_i64(), "{item}");
+            } else {
+                assert!(item["id"].is_string(), "{item}");
+            }
+        }
+
+        for bad in [
+            "/v1/operations?limit=0",
+            "/v1/operations?limit=1001",
+            "/v1/operations?limit=ten",
+            "/v1/operations?cursor=nope",
+            "/v1/operations?status=done",
+            "/v1/operations?parentId=123",
+            "/v1/operations?view=xml",
+            "/v1/operations?colour=red",
+        ] {
+            app.get(bad)
+                .await
+                .problem(StatusCode::BAD_REQUEST, "/problems/bad-request");
+        }
+        let max = app.get("/v1/operations?limit=1000").await;
+        assert_eq!(max.status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn cancel_ends_pending_requests_running_and_refuses_finished() {
+        let app = TestApp::new().await;
+        let pending = app.submit_named("cancel.pending").await;
+        let id = pending["id"].as_str().unwrap();
+        let reply = app
+            .post(
+                &format!("/v1/operations/{id}/cancel?view=async-operation"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.json()["status"], "cancelled");
+        assert_eq!(reply.json()["error"]["code"], "cancelled");
+
+        let again = app
+            .post(&format!("/v1/operations/{id}/cancel"), json!({}))
+            .await;
+        let problem = again.problem(StatusCode::CONFLICT, "/problems/invalid-transition");
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("already cancelled") && detail.contains("nothing was changed"),
+            "{detail}"
+        );
+        assert_eq!(
+            app.operation(id).await["version"],
+            2,
+            "a refused cancel changes nothing"
+        );
+
+        let running = app.submit_named("cancel.running").await;
+        let id = running["id"].as_str().unwrap();
+        let (lease, _) = app.claim_one("cancel.running").await;
+        let reply = app
+            .post(&format!("/v1/operations/{id}/cancel"), json!({}))
+            .await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED);
+        assert_eq!(reply.json()["status"], "running");
+        assert_eq!(reply.json()["cancelRequested"], true);
+        assert_eq!(
+            reply.header("location").unwrap(),
+            format!("http://{HOST}/v1/operations/{id}")
+        );
+
+        let beat = app
+            .post(
+                &format!("/v1/operations/{id}/heartbeat"),
+                json!({"leaseId": lease}),
+            )
+            .await;
+        assert_eq!(beat.json()["cancelRequested"], true);
+        let failed = app
+            .post(
+                &format!("/v1/operations/{id}/fail"),
+                json!({"leaseId": lease, "error": {"type": "Cancelled", "message": "stopped"}, "retryable": true}),
+            )
+            .await;
+        assert_eq!(failed.status, StatusCode::OK);
+        assert_eq!(failed.json()["status"], "cancelled");
+    }
+
+    #[tokio::test]
+    async fn delete_forgets_only_finished_operations() {
+        let app = TestApp::new().await;
+        let op = app.submit_named("delete.me").await;
+        let uri = format!("/v1/operations/{}", op["id"].as_str().unwrap());
+
+        let refused = app.call(Method::DELETE, &uri, None, &[]).await;
+        let problem = refused.problem(StatusCode::CONFLICT, "/problems/not-terminal");
+        assert_eq!(problem["status"], 409);
+        assert_eq!(app.get(&uri).await.status, StatusCode::OK);
+
+        app.post(&format!("{uri}/cancel"), json!({})).await;
+        let deleted = app.call(Method::DELETE, &uri, None, &[]).await;
+        assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+        assert!(deleted.body.is_empty());
+        app.get(&uri)
+            .await
+            .problem(StatusCode::NOT_FOUND, "/problems/not-found");
+        app.call(Method::DELETE, &uri, None, &[])
+            .await
+            .problem(StatusCode::NOT_FOUND, "/problems/not-found");
+    }
+
+    #[tokio::test]
+    async fn result_follows_the_status() {
+        let app = TestApp::new().await;
+
+        let op = app.submit_named("result.ok").await;
+        let id = op["id"].as_str().unwrap();
+        let waiting = app.get(&format!("/v1/operations/{id}/result")).await;
+        assert_eq!(waiting.status, StatusCode::ACCEPTED);
+        assert_eq!(waiting.header("retry-after"), Some("1"));
+        assert_eq!(
+            waiting.header("location").unwrap(),
+            format!("http://{HOST}/v1/operations/{id}")
+        );
+        assert_eq!(waiting.json()["status"], "pending");
+        let (lease, _) = app.claim_one("result.ok").await;
+        app.post(
+            &format!("/v1/operations/{id}/complete"),
+            json!({"leaseId": lease, "result": {"pages": 7}}),
+        )
+        .await;
+        let done = app.get(&format!("/v1/operations/{id}/result")).await;
+        assert_eq!(done.status, StatusCode::OK);
+        assert_eq!(done.json(), json!({"pages": 7}));
+
+        let op = app
+            .submit(json!({"name": "result.bad", "maxRetries": 0}))
+            .await;
+        let id = op["id"].as_str().unwrap();
+        let (lease, _) = app.claim_one("result.bad").await;
+        let error =
+            json!({"type": "ValueError", "message": "page 3 is blank", "code": "blank_page"});
+        app.post(
+            &format!("/v1/operations/{id}/fail"),
+            json!({"leaseId": lease, "error": error, "retryable": true}),
+        )
+        .await;
+        let failed = app.get(&format!("/v1/operations/{id}/result")).await;
+        let problem = failed.problem(StatusCode::CONFLICT, "/problems/operation-failed");
+        assert_eq!(
+            problem["error"],
+            json!({"code": "blank_page", "type": "ValueError", "message": "page 3 is blank"})
+        );
+
+        let op = app.submit_named("result.cancelled").await;
+        let id = op["id"].as_str().unwrap();
+        app.post(&format!("/v1/operations/{id}/cancel"), json!({}))
+            .await;
+        let cancelled = app.get(&format!("/v1/operations/{id}/result")).await;
+        cancelled.problem(StatusCode::CONFLICT, "/problems/operation-cancelled");
+    }
+}
+
+mod workers {
+    use std::time::{Duration, Instant};
+
+    use axum::http::StatusCode;
+    use longrun_server::{ServerConfig, spawn_maintenance};
+    use serde_json::json;
+    use tokio_util::sync::CancellationToken;
+
+    use crate::support::{HOST, TestApp};
+
+    #[tokio::test]
+    async fn claim_heartbeat_complete_runs_an_operation_to_success() {
+        let app = TestApp::new().await;
+        app.submit(json!({"name": "other.task"})).await;
+        let op = app
+            .submit(json!({"name": "reports.render", "queue": "reports"}))
+            .await;
+        let id = op["id"].as_str().unwrap();
+
+        let reply = app
+            .post(
+                "/v1/workers/claim",
+                json!({"worker": "w7", "names": ["reports.render"], "queues": ["reports"], "max": 5, "leaseSecs": 30}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        let leases = reply.json()["leases"].as_array().unwrap().clone();
+        assert_eq!(leases.len(), 1, "only the matching operation is claimed");
+        let lease = leases[0]["leaseId"].as_str().unwrap();
+        assert_eq!(leases[0]["operation"]["id"], id);
+        assert_eq!(leases[0]["operation"]["status"], "running");
+        assert_eq!(leases[0]["operation"]["worker"], "w7");
+        assert_eq!(leases[0]["operation"]["executionId"], lease);
+        assert!(leases[0]["leaseExpiresAt"].is_string());
+
+        let beat = app
+            .post(
+                &format!("/v1/operations/{id}/heartbeat"),
+                json!({"leaseId": lease, "progressPct": 40, "statusDetail": "page 3 of 7", "leaseSecs": 120}),
+            )
+            .await;
+        assert_eq!(beat.status, StatusCode::OK, "{}", beat.text());
+        assert_eq!(beat.json()["cancelRequested"], false);
+        let now = app.operation(id).await;
+        assert_eq!(now["progressPct"], 40.0);
+        assert_eq!(now["statusDetail"], "page 3 of 7");
+        assert_eq!(now["leaseExpiresAt"], beat.json()["leaseExpiresAt"]);
+
+        let resources = json!([{"id": "r1", "url": "https://files.example.com/r1"}]);
+        let done = app
+            .post(
+                &format!("/v1/operations/{id}/complete"),
+                json!({"leaseId": lease, "result": {"ok": true}, "resources": resources}),
+            )
+            .await;
+        assert_eq!(done.status, StatusCode::OK, "{}", done.text());
+        let done = done.json();
+        assert_eq!(done["status"], "succeeded");
+        assert_eq!(done["result"], json!({"ok": true}));
+        assert_eq!(
+            done["resultUrl"],
+            format!("http://{HOST}/v1/operations/{id}/result")
+        );
+
+        let task_status = app
+            .get(&format!("/v1/operations/{id}?view=task-status"))
+            .await
+            .json();
+        assert_eq!(task_status["status"], "completed");
+        assert_eq!(task_status["details"], json!({"resources": resources}));
+        let task = app
+            .get(&format!("/v1/operations/{id}?view=async-task"))
+            .await
+            .json();
+        assert_eq!(task["status"], "COMPLETED");
+        assert_eq!(task["celery_task_id"], lease);
+    }
+
+    #[tokio::test]
+    async fn fail_retries_while_allowed_then_fails_with_the_default_code() {
+        let app = TestApp::new().await;
+        let op = app.submit(json!({"name": "flaky", "maxRetries": 1, "backoffBaseSecs": 0, "backoffCapSecs": 0})).await;
+        let id = op["id"].as_str().unwrap();
+
+        let (lease, _) = app.claim_one("flaky").await;
+        let error = json!({"type": "TimeoutError", "message": "upstream slow", "code": "timeout"});
+        let retried = app
+            .post(
+                &format!("/v1/operations/{id}/fail"),
+                json!({"leaseId": lease, "error": error, "retryable": true}),
+            )
+            .await;
+        assert_eq!(retried.status, StatusCode::OK, "{}", retried.text());
+        assert_eq!(retried.json()["status"], "pending");
+        assert_eq!(retried.json()["retries"], 1);
+
+        let (lease, _) = app.claim_one("flaky").await;
+        let failed = app
+            .post(
+                &format!("/v1/operations/{id}/fail"),
+                json!({"leaseId": lease, "error": {"type": "ValueError", "message": "bad input"}, "retryable": false}),
+            )
+            .await;
+        let failed = failed.json();
+        assert_eq!(failed["status"], "failed");
+        assert_eq!(
+            failed["error"],
+            json!({"code": "error", "type": "ValueError", "message": "bad input"})
+        );
+        let task = app
+            .get(&format!("/v1/operations/{id}?view=async-task"))
+            .await
+            .json();
+        assert_eq!(
+            (task["status"].as_str(), task["retries"].as_i64()),
+            (Some("FAILED"), Some(1))
+        );
+        assert_eq!(task["error_type"], "ValueError");
+
+        let twice = app
+            .post(
+                &format!("/v1/operations/{id}/fail"),
+                json!({"leaseId": lease, "error": {"type": "ValueError", "message": "again"}, "retryable": false}),
+            )
+            .await;
+        twice.problem(StatusCode::CONFLICT, "/problems/invalid-transition");
+    }
+
+    #[tokio::test]
+    async fn release_gives_the_operation_back_without_counting_a_retry() {
+        let app = TestApp::new().await;
+        let op = app.submit_named("released").await;
+        let id = op["id"].as_str().unwrap();
+        let (lease, _) = app.claim_one("released").await;
+        let released = app
+            .post(
+                &format!("/v1/operations/{id}/release"),
+                json!({"leaseId": lease}),
+            )
+            .await;
+        assert_eq!(released.status, StatusCode::OK, "{}", released.text());
+        assert_eq!(released.json()["status"], "pending");
+        assert_eq!(released.json()["retries"], 0);
+        let (again, _) = app.claim_one("released").await;
+        assert_ne!(again, lease);
+    }
+
+    #[tokio::test]
+    async fn a_stale_lease_is_409_and_changes_nothing() {
+        let app = TestApp::new().await;
+        let op = app.submit_named("fenced").await;
+        let id = op["id"].as_str().unwrap();
+        let (old, _) = app.claim_one("fenced").await;
+        app.post(
+            &format!("/v1/operations/{id}/release"),
+            json!({"leaseId": old}),
+        )
+        .await;
+        let (current, _) = app.claim_one("fenced").await;
+        let before = app.operation(id).await;
+
+        let stranger = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b";
+        for lease in [old.as_str(), stranger] {
+            for (route, body) in [
+                ("complete", json!({"leaseId": lease, "result": 1})),
+                (
+                    "fail",
+                    json!({"leaseId": lease, "error": {"type": "E", "message": "m"}, "retryable": false}),
+                ),
+                ("heartbeat", json!({"leaseId": lease, "progressPct": 99})),
+                ("release", json!({"leaseId": lease})),
+            ] {
+                let reply = app
+                    .post(&format!("/v1/operations/{id}/{route}"), body)
+                    .await;
+                reply.problem(StatusCode::CONFLICT, "/problems/stale-lease");
+            }
+        }
+        assert_eq!(app.operation(id).await, before);
+        assert_eq!(before["executionId"], current);
+    }
+
+    #[tokio::test]
+    async fn claim_and_heartbeat_reject_out_of_range_values() {
+        let config = ServerConfig {
+            max_claim: 10,
+            max_lease_secs: 100,
+            max_wait_secs: 5,
+            ..Default::default()
+        };
+        let app = TestApp::with(config).await;
+        for body in [
+            json!({"worker": "w", "max": 0}),
+            json!({"worker": "w", "max": 11}),
+            json!({"worker": "w", "leaseSecs": 0}),
+            json!({"worker": "w", "leaseSecs": 101}),
+            json!({"worker": "w", "waitSecs": 6}),
+            json!({"worker": ""}),
+            json!({"worker": "w", "names": ["bad name"]}),
+            json!({"worker": "w", "max": -1}),
+            json!({"max": 1}),
+        ] {
+            let reply = app.post("/v1/workers/claim", body.clone()).await;
+            let problem = reply.problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "/problems/validation-failed",
+            );
+            assert!(
+                problem["detail"].as_str().unwrap().len() > 5,
+                "{body}: {problem}"
+            );
+        }
+
+        let op = app.submit_named("bounds").await;
+        let id = op["id"].as_str().unwrap();
+        let (lease, _) = app.claim_one("bounds").await;
+        for body in [
+            json!({"leaseId": lease, "progressPct": 101}),
+            json!({"leaseId": lease, "progressPct": -1}),
+            json!({"leaseId": lease, "leaseSecs": 101}),
+            json!({"leaseId": lease, "statusDetail": "x".repeat(1001)}),
+            json!({"leaseId": "not-a-uuid"}),
+        ] {
+            let reply = app
+                .post(&format!("/v1/operations/{id}/heartbeat"), body)
+                .await;
+            reply.problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "/problems/validation-failed",
+            );
+        }
+        let ok = app
+            .post(
+                &format!("/v1/operations/{id}/heartbeat"),
+                json!({"leaseId": lease, "progressPct": 100}),
+            )
+            .await;
+        assert_eq!(ok.status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_claim_is_woken_by_a_submit() {
+        let app = TestApp::new().await;
+        let router_app = std::sync::Arc::new(app);
+        let claimer = router_app.clone();
+        let started = Instant::now();
+        let claim = tokio::spawn(async move {
+            claimer
+                .post(
+                    "/v1/workers/claim",
+                    json!({"worker": "w", "names": ["wake.me"], "waitSecs": 30}),
+                )
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !claim.is_finished(),
+            "the claim waits while nothing is ready"
+        );
+        let op = router_app.submit_named("wake.me").await;
+        let reply = claim.await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.json()["leases"][0]["operation"]["id"], op["id"]);
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "woken by the submit, not the timeout"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_waiting_claim_answers_empty_after_wait_secs() {
+        let app = TestApp::new().await;
+        let started = Instant::now();
+        let reply = app
+            .post("/v1/workers/claim", json!({"worker": "w", "waitSecs": 1}))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.json()["leases"], json!([]));
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(900) && waited < Duration::from_secs(10),
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn maintenance_returns_an_expired_lease_to_pending() {
+        let config = ServerConfig {
+            maintenance_interval: Duration::from_millis(100),
+            ..Default::default()
+        };
+        let app = TestApp::with(config).await;
+        let stop = CancellationToken::new();
+        let state = app.state();
+        let maintenance = spawn_maintenance(state.store, state.config, stop.clone());
+
+        let op = app
+            .submit(json!({"name": "abandoned", "backoffBaseSecs": 0, "backoffCapSecs": 0}))
+            .await;
+        let id = op["id"].as_str().unwrap();
+        let reply = app
+            .post(
+                "/v1/workers/claim",
+                json!({"worker": "doomed", "leaseSecs": 1}),
+            )
+            .await;
+        let lease = reply.json()["leases"][0]["leaseId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let op = loop {
+            let op = app.operation(id).await;
+            if op["status"] == "pending" || Instant::now() > deadline {
+                break op;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(op["status"], "pending", "{op}");
+        assert_eq!(op["retries"], 1);
+        assert_eq!(op["error"]["code"], "lease_expired");
+        let late = app
+            .post(
+                &format!("/v1/operations/{id}/complete"),
+                json!({"leaseId": lease}),
+            )
+            .await;
+        late.problem(StatusCode::CONFLICT, "/problems/stale-lease");
+
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), maintenance)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn maintenance_prunes_finished_operations_past_retention() {
+        let config = ServerConfig {
+            maintenance_interval: Duration::from_millis(100),
+            retention: Some(time::Duration::milliseconds(1)),
+            ..Default::default()
+        };
+        let app = TestApp::with(config).await;
+        let stop = CancellationToken::new();
+        let state = app.state();
+        let maintenance = spawn_maintenance(state.store, state.config, stop.clone());
+
+        let finished = app.submit_named("old").await;
+        let kept = app.submit_named("young").await;
+        let uri = format!("/v1/operations/{}", finished["id"].as_str().unwrap());
+        app.post(&format!("{uri}/cancel"), json!({})).await;
+
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while app.get(&uri).await.status != StatusCode::NOT_FOUND {
+            assert!(
+                Instant::now() < deadline,
+                "the finished operation was never pruned"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            app.operation(kept["id"].as_str().unwrap()).await["status"],
+            "pending"
+        );
+        stop.cancel();
+        maintenance.await.unwrap();
+    }
+}
+
+mod long_poll {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use axum::http::{Method, StatusCode};
+    use longrun_server::ServerConfig;
+    use serde_json::json;
+
+    use crate::support::TestApp;
+
+    #[tokio::test]
+    async fn prefer_wait_answers_as_soon_as_the_operation_changes() {
+        let app = Arc::new(TestApp::new().await);
+        let op = app.submit_named("poll.me").await;
+        let uri = format!("/v1/operations/{}", op["id"].as_str().unwrap());
+        let poller = app.clone();
+        let started = Instant::now();
+        let poll = tokio::spawn(async move {
+            poller
+                .call(Method::GET, &uri, None, &[("prefer", "wait=30")])
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!poll.is_finished(), "the poll waits while nothing changes");
+        app.claim_one("poll.me").await;
+
+        let reply = poll.await.unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "answered on the change, not at the timeout"
+        );
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.json()["status"], "running");
+        assert_eq!(reply.header("etag"), Some("\"2\""));
+        assert_eq!(reply.header("preference-applied"), Some("wait=30"));
+    }
+
+    #[tokio::test]
+    async fn prefer_wait_answers_unchanged_after_the_wait() {
+        let app = TestApp::new().await;
+        let op = app.submit_named("idle").await;
+        let uri = format!("/v1/operations/{}", op["id"].as_str().unwrap());
+
+        let started = Instant::now();
+        let reply = app
+            .call(
+                Method::GET,
+                &uri,
+                None,
+                &[("prefer", "respond-async, wait=1")],
+            )
+            .await;
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(900) && waited < Duration::from_secs(10),
+            "{waited:?}"
+        );
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.json()["version"], 1);
+        assert_eq!(reply.header("preference-applied"), Some("wait=1"));
+
+        // With the client's ETag, an unchanged operation after the wait is a 304.
+        let started = Instant::now();
+        let reply = app
+            .call(
+                Method::GET,
+                &uri,
+                None,
+                &[("prefer", "wait=1"), ("if-none-match", "\"1\"")],
+            )
+            .await;
+        assert!(started.elapsed() >= Duration::from_millis(900));
+        assert_eq!(reply.status, StatusCode::NOT_MODIFIED);
+
+        // An ETag older than the current version answers at once.
+        let started = Instant::now();
+        let reply = app
+            .call(
+                Method::GET,
+                &uri,
+                None,
+                &[("prefer", "wait=30"), ("if-none-match", "\"0\"")],
+            )
+            .await;
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn prefer_wait_is_clamped_to_the_maximum_and_skipped_when_finished() {
+        let app = TestApp::with(ServerConfig {
+            max_wait_secs: 1,
+            ..Default::default()
+        })
+        .await;
+        let op = app.submit_named("clamped").await;
+        let uri = format!("/v1/operations/{}", op["id"].as_str().unwrap());
+        let started = Instant::now();
+        let reply = app
+            .call(Method::GET, &uri, None, &[("prefer", "wait=3600")])
+            .await;
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_eq!(reply.header("preference-applied"), Some("wait=1"));
+
+        app.post(&format!("{uri}/cancel"), json!({})).await;
+        let started = Instant::now();
+        let reply = app
+            .call(Method::GET, &uri, None, &[("prefer", "wait=1")])
+            .await;
+        assert!(
+            started.elapsed() < Duration::from_millis(800),
+            "a finished operation never changes"
+        );
+        assert_eq!(reply.json()["status"], "cancelled");
+    }
+}
+
+mod events {
+    use std::time::Duration;
+
+    use axum::http::StatusCode;
+    use longrun_server::{AppState, serve};
+    use serde_json::json;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use crate::support::{TestApp, open_events};
+
+    #[tokio::test]
+    async fn the_stream_carries_every_change_and_ends_after_the_terminal_event() {
+        let app = TestApp::new().await;
+        let op = app.submit_named("streamed").await;
+        let id = op["id"].as_str().unwrap();
+        let mut events = open_events(&app, &format!("/v1/operations/{id}/events"), &[]).await;
+
+        let first = events.next().await.unwrap();
+        assert_eq!(
+            (first.id.as_deref(), first.event.as_deref()),
+            (Some("1"), Some("pending"))
+        );
+        assert_eq!(first.json()["id"], id);
+
+        let (lease, _) = app.claim_one("streamed").await;
+        let running = events.next().await.unwrap();
+        assert_eq!(
+            (running.id.as_deref(), running.event.as_deref()),
+            (Some("2"), Some("running"))
+        );
+
+        for pct in [25, 75] {
+            app.post(
+                &format!("/v1/operations/{id}/heartbeat"),
+                json!({"leaseId": lease, "progressPct": pct}),
+            )
+            .await;
+            let progress = events.next().await.unwrap();
+            assert_eq!(progress.json()["progressPct"], f64::from(pct));
+            assert_eq!(progress.event.as_deref(), Some("running"));
+        }
+
+        app.post(
+            &format!("/v1/operations/{id}/complete"),
+            json!({"leaseId": lease, "result": "done"}),
+        )
+        .await;
+        let last = events.next().await.unwrap();
+        assert_eq!(last.event.as_deref(), Some("succeeded"));
+        assert_eq!(last.json()["result"], "done");
+        assert_eq!(last.id.as_deref(), Some("5"));
+        assert!(
+            events.next().await.is_none(),
+            "the stream ends after the terminal event"
+        );
+    }
+
+    #[tokio::test]
+    async fn last_event_id_resumes_and_views_apply() {
+        let app = TestApp::new().await;
+        let op = app.submit_named("resumed").await;
+        let id = op["id"].as_str().unwrap();
+        let (lease, _) = app.claim_one("resumed").await; // version 2
+
+        let uri = format!("/v1/operations/{id}/events?view=async-task");
+        let mut events = open_events(&app, &uri, &[("last-event-id", "2")]).await;
+        app.post(
+            &format!("/v1/operations/{id}/heartbeat"),
+            json!({"leaseId": lease, "progressPct": 10}),
+        )
+        .await;
+        let next = events.next().await.unwrap();
+        assert_eq!(
+            next.id.as_deref(),
+            Some("3"),
+            "the already-seen state is not sent again"
+        );
+        assert_eq!(next.json()["status"], "PROCESSING");
+        assert!(next.json()["id"].is_i64());
+
+        // A client that missed changes gets the current state at once.
+        let mut behind = open_events(&app, &uri, &[("last-event-id", "1")]).await;
+        assert_eq!(behind.next().await.unwrap().id.as_deref(), Some("3"));
+
+        app.post(
+            &format!("/v1/operations/{id}/fail"),
+            json!({"leaseId": lease, "error": {"type": "E", "message": "m"}, "retryable": false}),
+        )
+        .await;
+        let end = events.next().await.unwrap();
+        assert_eq!(
+            (end.id.as_deref(), end.event.as_deref()),
+            (Some("4"), Some("failed"))
+        );
+        assert!(events.next().await.is_none());
+
+        // A finished operation: one event, or none when the client already has it.
+        let mut fresh = open_events(&app, &format!("/v1/operations/{id}/events"), &[]).await;
+        assert_eq!(fresh.next().await.unwrap().event.as_deref(), Some("failed"));
+        assert!(fresh.next().await.is_none());
+        let mut seen = open_events(
+            &app,
+            &format!("/v1/operations/{id}/events"),
+            &[("last-event-id", "4")],
+        )
+        .await;
+        assert!(seen.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn the_stream_of_an_unknown_operation_is_404() {
+        let app = TestApp::new().await;
+        let reply = app
+            .get("/v1/operations/0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b/events")
+            .await;
+        reply.problem(StatusCode::NOT_FOUND, "/problems/not-found");
+    }
+
+    /// A real server: graceful shutdown ends open event streams instead of waiting on them.
+    #[tokio::test]
+    async fn graceful_shutdown_ends_open_event_streams() {
+        let app = TestApp::new().await;
+        let op = app.submit_named("served").await;
+        let id = op["id"].as_str().unwrap().to_owned();
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let state: AppState = app.state();
+        let server = tokio::spawn(serve(listener, state, async move {
+            let _ = stopped.await;
+        }));
+
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!(
+            "GET /v1/operations/{id}/events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut received = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !String::from_utf8_lossy(&received).contains("event: pending") {
+            let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "connection closed early");
+            received.extend_from_slice(&chunk[..n]);
+        }
+        let head = String::from_utf8_lossy(&received).into_owned();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+
+        stop.send(()).unwrap();
+        let result = tokio::time::timeout(Duration::from_secs(10), server).await;
+        assert!(
+            result
+                .expect("shutdown waited on the event stream")
+                .unwrap()
+                .is_ok()
+        );
+        // The stream was ended by the server: reading reaches the end.
+        let rest =
+            tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut received)).await;
+        assert!(rest.is_ok(), "the connection stays open after shutdown");
+    }
+}
+
+mod errors {
+    use axum::body::Body;
+    use axum::http::{Method, Request, StatusCode};
+    use longrun_server::ServerConfig;
+    use serde_json::json;
+
+    use crate::support::{HOST, TestApp};
+
+    async fn raw(
+        app: &TestApp,
+        uri: &str,
+        content_type: Option<&str>,
+        body: &str,
+    ) -> crate::support::Reply {
+        let mut builder = Request::post(uri).header("host", HOST);
+        if let Some(content_type) = content_type {
+            builder = builder.header("content-type", content_type);
+        }
+        app.send(builder.body(Body::from(body.to_owned())).unwrap())
+            .await
+    }
+
+    #[tokio::test]
+    async fn bad_submit_bodies_are_problems() {
+        let app = TestApp::new().await;
+        let json = Some("application/json");
+        raw(&app, "/v1/operations", json, "{\"name\": ")
+            .await
+            .problem(StatusCode::BAD_REQUEST, "/problems/bad-request");
+        raw(&app, "/v1/operations", json, "")
+            .await
+            .problem(StatusCode::BAD_REQUEST, "/problems/bad-request");
+        raw(&app, "/v1/operations", None, "{\"name\": \"x\"}")
+            .await
+            .problem(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "/problems/unsupported-media-type",
+            );
+        raw(
+            &app,
+            "/v1/operations",
+            Some("text/plain"),
+            "{\"name\": \"x\"}",
+        )
+        .await
+        .problem(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "/problems/unsupported-media-type",
+        );
+
+        for (body, mentions) in [
+            (json!({"name": "x", "colour": "red"}), "colour"),
+            (json!({"name": 5}), "name"),
+            (json!({"args": []}), "name"),
+            (json!({"name": "x", "args": {"a": 1}}), "args"),
+            (json!({"name": "x", "kwargs": [1]}), "kwargs"),
+            (json!({"name": "x", "priority": "high"}), "priority"),
+            (json!({"name": ""}), "name"),
+            (json!({"name": "has space"}), "name"),
+            (json!({"name": "x".repeat(201)}), "name"),
+            (json!({"name": "x", "queue": "a/b"}), "queue"),
+            (
+                json!({"name": "x", "backoffBaseSecs": -1}),
+                "backoffBaseSecs",
+            ),
+            (
+                json!({"name": "x", "meta": {"url": "u", "extra": 1}}),
+                "extra",
+            ),
+            (json!({"name": "x", "runAt": "tomorrow"}), "runAt"),
+            (json!(["name"]), "object"),
+        ] {
+            let reply = app.post("/v1/operations", body.clone()).await;
+            let problem = reply.problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "/problems/validation-failed",
+            );
+            let detail = problem["detail"].as_str().unwrap();
+            assert!(detail.contains(mentions), "{body} → {detail}");
+        }
+        assert_eq!(
+            app.get("/v1/operations").await.json()["operations"],
+            json!([]),
+            "nothing was created"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_413() {
+        let app = TestApp::with(ServerConfig {
+            body_limit_bytes: 256,
+            ..Default::default()
+        })
+        .await;
+        let big = json!({"name": "x", "content": "y".repeat(300)});
+        app.post("/v1/operations", big)
+            .await
+            .problem(StatusCode::PAYLOAD_TOO_LARGE, "/problems/payload-too-large");
+        let small = app.post("/v1/operations", json!({"name": "x"})).await;
+        assert_eq!(small.status, StatusCode::ACCEPTED);
+    }
+
+    #[tokio::test]
+    async fn unknown_ids_are_404_on_every_route() {
+        let app = TestApp::new().await;
+        let lease = json!({"leaseId": "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"});
+        for id in ["0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", "not-a-uuid", "42"] {
+            let base = format!("/v1/operations/{id}");
+            let calls = [
+                (Method::GET, base.clone(), None),
+                (Method::DELETE, base.clone(), None),
+                (Method::POST, format!("{base}/cancel"), None),
+                (Method::GET, format!("{base}/result"), None),
+                (Method::GET, format!("{base}/events"), None),
+                (
+                    Method::POST,
+                    format!("{base}/heartbeat"),
+                    Some(lease.clone()),
+                ),
+                (
+                    Method::POST,
+                    format!("{base}/complete"),
+                    Some(lease.clone()),
+                ),
+                (Method::POST, format!("{base}/release"), Some(lease.clone())),
+                (
+                    Method::POST,
+                    format!("{base}/fail"),
+                    Some(
+                        json!({"leaseId": lease["leaseId"], "error": {"type": "E", "message": "m"}, "retryable": false}),
+                    ),
+                ),
+            ];
+            for (method, uri, body) in calls {
+                let reply = app.call(method.clone(), &uri, body, &[]).await;
+                let problem = reply.problem(StatusCode::NOT_FOUND, "/problems/not-found");
+                assert!(
+                    problem["detail"].as_str().unwrap().contains(id),
+                    "{method} {uri}: {problem}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_routes_are_404_and_wrong_methods_405() {
+        let app = TestApp::new().await;
+        app.get("/v2/operations")
+            .await
+            .problem(StatusCode::NOT_FOUND, "/problems/not-found");
+        app.get("/")
+            .await
+            .problem(StatusCode::NOT_FOUND, "/problems/not-found");
+
+        let reply = app
+            .call(Method::PUT, "/v1/operations", Some(json!({})), &[])
+            .await;
+        reply.problem(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "/problems/method-not-allowed",
+        );
+        let allow = reply.header("allow").unwrap();
+        assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
+        let reply = app.call(Method::GET, "/v1/workers/claim", None, &[]).await;
+        reply.problem(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "/problems/method-not-allowed",
+        );
+    }
+
+    #[tokio::test]
+    async fn readyz_is_503_when_the_database_is_gone() {
+        let app = TestApp::new().await;
+        assert_eq!(app.get("/healthz").await.status, StatusCode::OK);
+        assert_eq!(app.get("/readyz").await.status, StatusCode::OK);
+        app.store.close().await;
+        app.get("/readyz")
+            .await
+            .problem(StatusCode::SERVICE_UNAVAILABLE, "/problems/unavailable");
+        let reply = app.post("/v1/operations", json!({"name": "x"})).await;
+        let problem = reply.problem(StatusCode::SERVICE_UNAVAILABLE, "/problems/unavailable");
+        assert!(
+            !problem["detail"].as_str().unwrap().contains("sqlite"),
+            "the cause is not shown: {problem}"
+        );
+        assert_eq!(app.get("/healthz").await.json(), json!({"status": "ok"}));
+    }
+}
+
+mod openapi {
+    use axum::http::StatusCode;
+
+    use crate::support::TestApp;
+
+    #[tokio::test]
+    async fn the_document_describes_every_route_and_the_seed_schemas() {
+        let app = TestApp::new().await;
+        let reply = app.get("/openapi.json").await;
+        assert_eq!(reply.status, StatusCode::OK);
+        let doc = reply.json();
+        assert!(
+            doc["openapi"].as_str().unwrap().starts_with("3.1"),
+            "{}",
+            doc["openapi"]
+        );
+
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        for name in [
+            "AsyncOperation",
+            "AsyncOperationStatus",
+            "OperationError",
+            "GetStatusOfAnAsyncTask",
+            "AsyncTask",
+            "AsyncTaskStatusEnum",
+            "Operation",
+            "Problem",
+            "SubmitRequest",
+            "ClaimRequest",
+        ] {
+            assert!(schemas.contains_key(name), "schema {name} missing");
+        }
+        assert_eq!(
+            schemas["AsyncTaskStatusEnum"]["enum"],
+            serde_json::json!(["PENDING", "PROCESSING", "COMPLETED", "FAILED"])
+        );
+
+        let paths = doc["paths"].as_object().unwrap();
+        for (path, methods) in [
+            ("/v1/operations", &["get", "post"][..]),
+            ("/v1/operations/{id}", &["get", "delete"]),
+            ("/v1/operations/{id}/cancel", &["post"]),
+            ("/v1/operations/{id}/result", &["get"]),
+            ("/v1/operations/{id}/events", &["get"]),
+            ("/v1/operations/{id}/heartbeat", &["post"]),
+            ("/v1/operations/{id}/complete", &["post"]),
+            ("/v1/operations/{id}/fail", &["post"]),
+            ("/v1/operations/{id}/release", &["post"]),
+            ("/v1/workers/claim", &["post"]),
+            ("/healthz", &["get"]),
+            ("/readyz", &["get"]),
+        ] {
+            for method in methods {
+                let operation = &paths[path][*method];
+                assert!(operation.is_object(), "{method} {path} missing");
+                let responses = operation["responses"].as_object().unwrap();
+                for (status, response) in responses {
+                    if status.starts_with('4') || status.starts_with('5') {
+                        assert!(
+                            response["content"]
+                                .get("application/problem+json")
+                                .is_some(),
+                            "{method} {path} {status} is not a problem"
+                        );
+                    }
+                }
+            }
+        }
+        let submit = &paths["/v1/operations"]["post"];
+        assert!(
+            submit["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+                .as_str()
+                .unwrap()
+                .ends_with("SubmitRequest")
+        );
+        let headers = submit["responses"]["202"]["headers"].as_object().unwrap();
+        for header in ["Location", "Operation-Location", "Retry-After"] {
+            assert!(headers.contains_key(header), "{header}");
+        }
+        let refs = doc.to_string();
+        assert!(refs.contains("#/components/schemas/OperationView"));
+        let view = &schemas["OperationView"]["oneOf"];
+        assert_eq!(view.as_array().map(Vec::len), Some(4), "{view}");
+        assert!(
+            doc["info"]["title"]
+                .as_str()
+                .is_some_and(|t: &str| !t.is_empty())
+        );
+    }
+
+    #[tokio::test]
+    async fn docs_serve_the_swagger_ui_offline() {
+        let app = TestApp::new().await;
+        let docs = app.get("/docs").await;
+        assert!(
+            docs.status.is_redirection() || docs.status == StatusCode::OK,
+            "{}",
+            docs.status
+        );
+        let page = app.get("/docs/").await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert!(
+            page.header("content-type")
+                .unwrap()
+                .starts_with("text/html")
+        );
+        assert!(page.text().to_lowercase().contains("swagger"));
+        let init = app.get("/docs/swagger-initializer.js").await;
+        assert_eq!(init.status, StatusCode::OK);
+        assert!(init.text().contains("/openapi.json"));
+        let bundle = app.get("/docs/swagger-ui-bundle.js").await;
+        assert_eq!(
+            bundle.status,
+            StatusCode::OK,
+            "the UI's script is served, not fetched from a CDN"
+        );
+        assert!(bundle.body.len() > 100_000);
+    }
+}
