@@ -172,7 +172,11 @@ pub struct Change {
 impl Change {
     /// The "look again" signal sent after notifications may have been lost.
     pub fn resync() -> Self {
-        Self { id: Uuid::nil(), version: 0, status: Status::Pending }
+        Self {
+            id: Uuid::nil(),
+            version: 0,
+            status: Status::Pending,
+        }
     }
 
     /// Whether a waiter on operation `id` should look at the store again.

@@ -30,7 +30,10 @@ impl Listener {
                         Some(change) => {
                             let _ = changes.send(change);
                         }
-                        None => tracing::warn!(payload = notification.payload(), "unreadable change notification"),
+                        None => tracing::warn!(
+                            payload = notification.payload(),
+                            "unreadable change notification"
+                        ),
                     },
                     // The connection was lost and is listening again: what was sent meanwhile
                     // is gone, so every waiter looks at the store again.
