@@ -23,17 +23,17 @@ pub fn operation(op: &Operation, as_json: bool) {
         ("name", op.name.clone()),
         ("status", status_line(op)),
         ("queue", format!("{} (priority {})", op.queue, op.priority)),
-        ("created", op.created_at.to_string()),
+        ("created", timestamp(op.created_at)),
         (
             "retries",
             format!("{} of {}", op.retries, op.retry_policy.max_retries),
         ),
     ];
     if let Some(t) = op.started_at {
-        rows.push(("started", t.to_string()));
+        rows.push(("started", timestamp(t)));
     }
     if let Some(t) = op.completed_at {
-        rows.push(("completed", t.to_string()));
+        rows.push(("completed", timestamp(t)));
     }
     if let Some(result) = &op.result {
         rows.push(("result", result.to_string()));
@@ -50,6 +50,11 @@ pub fn operation(op: &Operation, as_json: bool) {
     for (key, value) in rows {
         println!("{key:<10} {value}");
     }
+}
+
+fn timestamp(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
 }
 
 fn status_line(op: &Operation) -> String {

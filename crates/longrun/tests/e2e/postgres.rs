@@ -41,25 +41,19 @@ fn runs(dir: &Path) -> HashMap<String, Vec<String>> {
     runs
 }
 
-/// Submits `n` operations spread over `servers` from 8 threads; returns their ids.
-fn submit_many(servers: &[&str], n: usize) -> Vec<String> {
-    let per_thread = n.div_ceil(8);
+/// Submits operations number `range` from 8 threads, spread over `servers`, each with an
+/// `Idempotency-Key`; a submit that fails (its server died) is repeated on the next server, so
+/// an operation the dead server had already accepted is not created twice. Returns their ids.
+fn submit_many(servers: &[String], range: std::ops::Range<usize>) -> Vec<String> {
+    let per_thread = range.len().div_ceil(8);
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..8)
             .map(|t| {
                 scope.spawn(move || {
                     let client = http();
-                    (t * per_thread..((t + 1) * per_thread).min(n))
-                        .map(|i| {
-                            let server = servers[i % servers.len()];
-                            let response = client
-                                .post(format!("{server}/v1/operations"))
-                                .json(&json!({"name": "count", "kwargs": {"i": i}, "maxRetries": 20, "backoffBaseSecs": 0.1, "backoffCapSecs": 1.0}))
-                                .send()
-                                .unwrap();
-                            assert_eq!(response.status(), 202);
-                            response.json::<Value>().unwrap()["id"].as_str().unwrap().to_owned()
-                        })
+                    (range.start + t * per_thread
+                        ..(range.start + (t + 1) * per_thread).min(range.end))
+                        .map(|i| submit_with_failover(&client, servers, i))
                         .collect::<Vec<_>>()
                 })
             })
@@ -69,6 +63,37 @@ fn submit_many(servers: &[&str], n: usize) -> Vec<String> {
             .flat_map(|h| h.join().unwrap())
             .collect()
     })
+}
+
+fn submit_with_failover(
+    client: &reqwest::blocking::Client,
+    servers: &[String],
+    i: usize,
+) -> String {
+    let body = json!({"name": "count", "kwargs": {"i": i}, "maxRetries": 20, "backoffBaseSecs": 0.1, "backoffCapSecs": 1.0});
+    for attempt in 0..20 {
+        let server = &servers[(i + attempt) % servers.len()];
+        let sent = client
+            .post(format!("{server}/v1/operations"))
+            .header("Idempotency-Key", format!("op-{i}"))
+            .json(&body)
+            .send();
+        match sent {
+            Ok(response) if response.status() == 202 => {
+                return response.json::<Value>().unwrap()["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
+            }
+            Ok(response) => panic!(
+                "submit {i}: {} {}",
+                response.status(),
+                response.text().unwrap()
+            ),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+    panic!("submit {i} failed on every server");
 }
 
 /// Every operation succeeded once, from its current attempt, and every re-run is a retry.
@@ -125,16 +150,18 @@ fn two_servers_three_workers_lose_nothing_when_a_server_and_a_worker_are_killed(
     let _w2 = worker(&b.url, 2);
     let mut w3 = worker(&b.url, 3);
 
+    // Kill server A and worker 3 while operations are still being submitted and run.
     let started = Instant::now();
-    let ids = submit_many(&[&a.url, &b.url], 5000);
-    eprintln!("submitted 5000 in {:?}", started.elapsed());
-
+    let servers = [a.url.clone(), b.url.clone()];
+    let submitting = std::thread::spawn(move || submit_many(&servers, 0..5000));
     wait_until(Duration::from_secs(120), || {
-        lines(&dir.path().join("runs")) >= 2000
+        lines(&dir.path().join("runs")) >= 1500
     });
     a.proc.kill();
     w3.kill();
     eprintln!("killed server A and worker 3 after {:?}", started.elapsed());
+    let ids = submitting.join().unwrap();
+    eprintln!("submitted 5000 in {:?}", started.elapsed());
 
     // Worker 1 has lost its server; worker 2 on server B finishes everything, including what the
     // killed ones held (their leases expire and count as retries).
@@ -228,7 +255,7 @@ fn servers_and_workers_recover_when_database_connections_are_killed() {
         &dir.path().join("worker.log"),
     );
 
-    let ids = submit_many(&[&server.url], 1000);
+    let ids = submit_many(std::slice::from_ref(&server.url), 0..1000);
     wait_until(Duration::from_secs(60), || {
         lines(&dir.path().join("runs")) >= 200
     });
@@ -241,7 +268,7 @@ fn servers_and_workers_recover_when_database_connections_are_killed() {
     db.terminate_connections();
 
     // Submits keep working after the connections come back.
-    let later = submit_many(&[&server.url], 100);
+    let later = submit_many(std::slice::from_ref(&server.url), 1000..1100);
     wait_until(Duration::from_secs(120), || {
         list_all(&server.url, "succeeded").len() == 1100
     });
