@@ -122,7 +122,7 @@ impl Client {
     /// `GET /v1/operations/{id}?view=`: the operation in one of its renderings.
     pub async fn get_view(&self, id: Uuid, view: View) -> Result<Value, ClientError> {
         let mut url = self.operation_url(id, None);
-        url.query_pairs_mut().append_pair("view", view_name(view));
+        url.query_pairs_mut().append_pair("view", view.as_str());
         decode(self.http.get(url).send().await?, "an operation view").await
     }
 
@@ -325,7 +325,7 @@ impl Client {
                 query.append_pair("cursor", cursor);
             }
             if let Some(view) = view {
-                query.append_pair("view", view_name(view));
+                query.append_pair("view", view.as_str());
             }
         }
         // An empty query leaves a bare `?`; drop it.
@@ -333,16 +333,6 @@ impl Client {
             url.set_query(None);
         }
         self.http.get(url)
-    }
-}
-
-/// The `?view=` name of a view.
-fn view_name(view: View) -> &'static str {
-    match view {
-        View::Operation => "operation",
-        View::AsyncOperation => "async-operation",
-        View::TaskStatus => "task-status",
-        View::AsyncTask => "async-task",
     }
 }
 

@@ -15,6 +15,7 @@ pub mod status;
 pub mod store;
 pub mod submission;
 pub mod traceparent;
+pub mod validate;
 pub mod views;
 pub mod waiting;
 pub mod wire;
@@ -28,4 +29,4 @@ pub use store::{
     Change, ClaimFilter, ClaimQuery, Completion, Failure, Heartbeat, Lease, ListQuery, Page,
     Progress, Store, StoreError, Submitted,
 };
-pub use submission::{Idempotency, NewOperation, Owner};
+pub use submission::{Idempotency, NewOperation, Owner, SubmitDefaults};

@@ -4,7 +4,12 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::{Meta, Operation, RetryPolicy, Status, traceparent::TraceIds};
+use crate::{
+    Meta, Operation, RetryPolicy, Status,
+    traceparent::TraceIds,
+    validate::{self, InvalidInput, MAX_BACKOFF_SECS},
+    wire::SubmitRequest,
+};
 
 /// Who an operation belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +62,73 @@ pub struct NewOperation {
     pub idempotency: Option<Idempotency>,
 }
 
+/// What a submit request leaves out, filled in by whoever accepts it.
+#[derive(Debug, Clone)]
+pub struct SubmitDefaults {
+    /// The retry policy the request's fields override.
+    pub retry_policy: RetryPolicy,
+    /// Who the operation belongs to.
+    pub owner: Owner,
+    /// The trace context (from `traceparent`, a parent operation, or new).
+    pub trace: TraceIds,
+    /// `meta.url` when the request gives none: the URL the request was sent to.
+    pub request_url: Option<String>,
+}
+
 impl NewOperation {
+    /// Validates a submit request and fills in every default: queue `default`, priority 0,
+    /// `args` `[]`, `kwargs` `{}`, the retry policy overridden field by field. The
+    /// idempotency key is the caller's to set.
+    pub fn from_request(
+        request: SubmitRequest,
+        defaults: SubmitDefaults,
+    ) -> Result<Self, InvalidInput> {
+        validate::name("name", &request.name)?;
+        let queue = request.queue.unwrap_or_else(|| "default".into());
+        validate::name("queue", &queue)?;
+        let args = request.args.unwrap_or_else(|| Value::Array(vec![]));
+        if !args.is_array() {
+            return Err(InvalidInput("`args` must be a JSON array".into()));
+        }
+        let kwargs = request
+            .kwargs
+            .unwrap_or_else(|| Value::Object(Default::default()));
+        if !kwargs.is_object() {
+            return Err(InvalidInput("`kwargs` must be a JSON object".into()));
+        }
+        let mut retry_policy = defaults.retry_policy;
+        if let Some(max) = request.max_retries {
+            retry_policy.max_retries = max;
+        }
+        if let Some(base) = request.backoff_base_secs {
+            validate::range("backoffBaseSecs", base, 0.0, MAX_BACKOFF_SECS)?;
+            retry_policy.backoff_base_secs = base;
+        }
+        if let Some(cap) = request.backoff_cap_secs {
+            validate::range("backoffCapSecs", cap, 0.0, MAX_BACKOFF_SECS)?;
+            retry_policy.backoff_cap_secs = cap;
+        }
+        let mut meta = request.meta.unwrap_or_default();
+        if meta.url.is_none() {
+            meta.url = defaults.request_url;
+        }
+        Ok(Self {
+            name: request.name,
+            queue,
+            priority: request.priority.unwrap_or(0),
+            args,
+            kwargs,
+            content: request.content,
+            meta,
+            parent_id: request.parent_id,
+            run_at: request.run_at,
+            retry_policy,
+            trace: defaults.trace,
+            owner: defaults.owner,
+            idempotency: None,
+        })
+    }
+
     /// A submission with defaults everywhere but the name (handy in tests and for children).
     pub fn named(name: impl Into<String>) -> Self {
         Self {

@@ -231,6 +231,12 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<longrun_core::validate::InvalidInput> for ApiError {
+    fn from(e: longrun_core::validate::InvalidInput) -> Self {
+        Self::invalid(e.0)
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {

@@ -35,7 +35,6 @@ mod routes;
 mod shutdown;
 mod submission;
 mod timeout;
-mod validate;
 
 use std::sync::Arc;
 

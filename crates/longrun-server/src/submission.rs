@@ -4,23 +4,19 @@
 use axum::http::HeaderMap;
 use longrun_core::traceparent::TraceIds;
 use longrun_core::wire::SubmitRequest;
-use longrun_core::{Idempotency, NewOperation};
+use longrun_core::{Idempotency, NewOperation, SubmitDefaults};
 use serde_json::Value;
 
 use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::extract::from_object;
 use crate::fingerprint::fingerprint;
-use crate::validate;
 
 /// The `Idempotency-Key` request header.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// Longest accepted `Idempotency-Key`.
 const MAX_KEY_CHARS: usize = 255;
-
-/// Longest retry backoff (base or cap) a submit may ask for: one day.
-const MAX_BACKOFF_SECS: f64 = 86_400.0;
 
 /// Validates the parsed submit `body` and fills in every default. `request_url` (absolute)
 /// becomes `meta.url` when the body gives none.
@@ -31,58 +27,20 @@ pub fn new_operation(
     config: &ServerConfig,
 ) -> Result<NewOperation, ApiError> {
     let request: SubmitRequest = from_object(body.clone())?;
-
-    validate::name("name", &request.name)?;
-    let queue = request.queue.unwrap_or_else(|| "default".into());
-    validate::name("queue", &queue)?;
-    let args = request.args.unwrap_or_else(|| Value::Array(vec![]));
-    if !args.is_array() {
-        return Err(ApiError::invalid("`args` must be a JSON array"));
-    }
-    let kwargs = request
-        .kwargs
-        .unwrap_or_else(|| Value::Object(Default::default()));
-    if !kwargs.is_object() {
-        return Err(ApiError::invalid("`kwargs` must be a JSON object"));
-    }
-
-    let mut retry_policy = config.default_retry_policy;
-    if let Some(max) = request.max_retries {
-        retry_policy.max_retries = max;
-    }
-    if let Some(base) = request.backoff_base_secs {
-        validate::range("backoffBaseSecs", base, 0.0, MAX_BACKOFF_SECS)?;
-        retry_policy.backoff_base_secs = base;
-    }
-    if let Some(cap) = request.backoff_cap_secs {
-        validate::range("backoffCapSecs", cap, 0.0, MAX_BACKOFF_SECS)?;
-        retry_policy.backoff_cap_secs = cap;
-    }
-
-    let mut meta = request.meta.unwrap_or_default();
-    meta.url.get_or_insert(request_url);
-
     let trace = headers
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
         .and_then(TraceIds::parse)
         .unwrap_or_else(TraceIds::generate);
-
-    Ok(NewOperation {
-        name: request.name,
-        queue,
-        priority: request.priority.unwrap_or(0),
-        args,
-        kwargs,
-        content: request.content,
-        meta,
-        parent_id: request.parent_id,
-        run_at: request.run_at,
-        retry_policy,
-        trace,
+    let defaults = SubmitDefaults {
+        retry_policy: config.default_retry_policy,
         owner: config.default_owner.clone(),
-        idempotency: idempotency(headers, body)?,
-    })
+        trace,
+        request_url: Some(request_url),
+    };
+    let mut new = NewOperation::from_request(request, defaults)?;
+    new.idempotency = idempotency(headers, body)?;
+    Ok(new)
 }
 
 /// The request's `Idempotency-Key` with the body's fingerprint; `400` for an empty, overlong

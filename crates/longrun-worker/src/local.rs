@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use longrun_core::traceparent::TraceIds;
 use longrun_core::waiting::claim_or_wait;
 use longrun_core::wire::{
     ClaimRequest, CompleteRequest, FailRequest, HeartbeatRequest, HeartbeatResponse, LeaseGrant,
@@ -11,7 +12,7 @@ use longrun_core::wire::{
 };
 use longrun_core::{
     ClaimFilter, ClaimQuery, Completion, Failure, NewOperation, Operation, OperationError, Owner,
-    Progress, RetryPolicy, Store, StoreError, TransitionError,
+    Progress, RetryPolicy, Store, StoreError, SubmitDefaults, TransitionError,
 };
 use time::Duration;
 use uuid::Uuid;
@@ -42,49 +43,14 @@ impl LocalBackend {
 
     /// The submission a request describes, with this backend's defaults.
     fn new_operation(&self, request: &SubmitRequest) -> Result<NewOperation, BackendError> {
-        let reject = |msg: &str| Err(BackendError::Rejected(msg.to_owned()));
-        if request.name.trim().is_empty() {
-            return reject("name must not be empty");
-        }
-        let mut new = NewOperation::named(request.name.clone());
-        if let Some(args) = &request.args {
-            if !args.is_array() {
-                return reject("args must be a JSON array");
-            }
-            new.args = args.clone();
-        }
-        if let Some(kwargs) = &request.kwargs {
-            if !kwargs.is_object() {
-                return reject("kwargs must be a JSON object");
-            }
-            new.kwargs = kwargs.clone();
-        }
-        let mut policy = self.retry_policy;
-        if let Some(max) = request.max_retries {
-            policy.max_retries = max;
-        }
-        for (given, field) in [
-            (request.backoff_base_secs, &mut policy.backoff_base_secs),
-            (request.backoff_cap_secs, &mut policy.backoff_cap_secs),
-        ] {
-            if let Some(secs) = given {
-                if !secs.is_finite() || secs < 0.0 {
-                    return reject("backoff seconds must be finite and not negative");
-                }
-                *field = secs;
-            }
-        }
-        new.content = request.content.clone();
-        new.meta = request.meta.clone().unwrap_or_default();
-        new.parent_id = request.parent_id;
-        new.run_at = request.run_at;
-        if let Some(queue) = &request.queue {
-            new.queue = queue.clone();
-        }
-        new.priority = request.priority.unwrap_or(0);
-        new.retry_policy = policy;
-        new.owner = self.owner.clone();
-        Ok(new)
+        let defaults = SubmitDefaults {
+            retry_policy: self.retry_policy,
+            owner: self.owner.clone(),
+            trace: TraceIds::generate(),
+            request_url: None,
+        };
+        NewOperation::from_request(request.clone(), defaults)
+            .map_err(|e| BackendError::Rejected(e.0))
     }
 }
 

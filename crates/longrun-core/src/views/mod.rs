@@ -72,19 +72,35 @@ impl View {
     }
 }
 
+impl View {
+    /// The `?view=` name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            View::Operation => "operation",
+            View::AsyncOperation => "async-operation",
+            View::TaskStatus => "task-status",
+            View::AsyncTask => "async-task",
+        }
+    }
+}
+
 impl std::str::FromStr for View {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "operation" => Ok(View::Operation),
-            "async-operation" => Ok(View::AsyncOperation),
-            "task-status" => Ok(View::TaskStatus),
-            "async-task" => Ok(View::AsyncTask),
-            other => Err(format!(
-                "unknown view `{other}`: expected operation, async-operation, task-status or async-task"
-            )),
-        }
+        [
+            View::Operation,
+            View::AsyncOperation,
+            View::TaskStatus,
+            View::AsyncTask,
+        ]
+        .into_iter()
+        .find(|view| view.as_str() == s)
+        .ok_or_else(|| {
+            format!(
+                "unknown view `{s}`: expected operation, async-operation, task-status or async-task"
+            )
+        })
     }
 }
 

@@ -23,7 +23,7 @@ use crate::config::ServerConfig;
 use crate::error::{ApiError, Problem};
 use crate::extract::{JsonBody, OperationId};
 use crate::shutdown::Shutdown;
-use crate::validate;
+use longrun_core::validate;
 
 /// Lease length of a heartbeat that does not say.
 const DEFAULT_LEASE_SECS: u32 = 30;
