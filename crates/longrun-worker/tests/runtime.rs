@@ -496,7 +496,7 @@ async fn children_submitted_by_a_handler_carry_its_lineage() {
         bad.error
             .unwrap()
             .message
-            .contains("args must be a JSON array")
+            .contains("`args` must be a JSON array")
     );
     worker.shutdown().await;
 }
