@@ -117,6 +117,8 @@ suite!($
     every_field_survives_storage,
     claim_or_wait_wakes_on_submit_and_release,
     wait_for_change_returns_on_change,
+    keys_are_stored_without_their_secret_and_found_by_id,
+    revoking_a_key_takes_effect_once,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1864,6 +1866,103 @@ async fn subscribe_sees_every_change(store: Arc<dyn Store>, clock: Arc<ManualClo
         changes.try_recv(),
         Err(broadcast::error::TryRecvError::Empty),
         "one notification per change, none for refused changes"
+    );
+}
+
+fn new_key(customer: i64, role: crate::Role) -> crate::NewKey {
+    crate::NewKey {
+        customer,
+        customer_name: format!("customer {customer}"),
+        user: 7,
+        user_name: "ada".into(),
+        role,
+        names: vec!["reports.render".into()],
+        queues: vec![],
+    }
+}
+
+async fn keys_are_stored_without_their_secret_and_found_by_id(
+    store: Arc<dyn Store>,
+    clock: Arc<ManualClock>,
+) {
+    assert!(
+        !store.has_active_keys().await.expect("has keys"),
+        "a fresh store has no keys"
+    );
+    let token = crate::Token::generate();
+    let key = store
+        .create_key(new_key(3, crate::Role::Worker), &token)
+        .await
+        .expect("create key");
+    assert_eq!(key.id, token.id);
+    assert_eq!(key.created_at, clock.now());
+    assert_eq!(
+        (key.customer, key.role, key.revoked_at),
+        (3, crate::Role::Worker, None)
+    );
+    assert_eq!(key.names, vec!["reports.render".to_owned()]);
+
+    let (found, hash) = store
+        .find_key(token.id)
+        .await
+        .expect("find key")
+        .expect("the key exists");
+    assert_eq!(found, key);
+    assert!(token.matches(&hash), "the stored hash verifies the token");
+    assert!(
+        !hash.contains(&token.secret),
+        "the secret itself is not stored"
+    );
+    assert!(
+        store
+            .find_key(crate::Token::generate().id)
+            .await
+            .expect("find")
+            .is_none()
+    );
+
+    clock.advance(Duration::seconds(1));
+    let second = store
+        .create_key(new_key(4, crate::Role::Admin), &crate::Token::generate())
+        .await
+        .expect("create");
+    let listed = store.list_keys().await.expect("list keys");
+    assert_eq!(listed, vec![key, second], "oldest first");
+    assert!(store.has_active_keys().await.expect("has keys"));
+}
+
+async fn revoking_a_key_takes_effect_once(store: Arc<dyn Store>, clock: Arc<ManualClock>) {
+    let token = crate::Token::generate();
+    store
+        .create_key(new_key(1, crate::Role::Submitter), &token)
+        .await
+        .expect("create");
+    clock.advance(Duration::seconds(5));
+    let revoked = store.revoke_key(token.id).await.expect("revoke");
+    assert_eq!(revoked.revoked_at, Some(clock.now()));
+    assert_eq!(
+        store
+            .find_key(token.id)
+            .await
+            .expect("find")
+            .expect("kept")
+            .0,
+        revoked
+    );
+    assert!(
+        !store.has_active_keys().await.expect("has keys"),
+        "the only key is revoked"
+    );
+
+    clock.advance(Duration::seconds(5));
+    let again = store.revoke_key(token.id).await.expect("revoke again");
+    assert_eq!(
+        again, revoked,
+        "revoking twice keeps the first revocation time"
+    );
+    assert_err!(
+        store.revoke_key(crate::Token::generate().id).await,
+        StoreError::KeyNotFound(_)
     );
 }
 

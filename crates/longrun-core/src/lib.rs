@@ -8,6 +8,7 @@
 pub mod clock;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod keys;
 pub mod lifecycle;
 pub mod operation;
 pub mod retry;
@@ -21,6 +22,7 @@ pub mod waiting;
 pub mod wire;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use keys::{ApiKey, NewKey, Role, Token};
 pub use lifecycle::{CancelOutcome, TransitionError};
 pub use operation::{Meta, Operation, OperationError, Resource};
 pub use retry::RetryPolicy;

@@ -8,7 +8,8 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use crate::{
-    CancelOutcome, NewOperation, Operation, OperationError, Resource, Status, TransitionError,
+    ApiKey, CancelOutcome, NewKey, NewOperation, Operation, OperationError, Resource, Status,
+    Token, TransitionError,
 };
 
 pub use crate::lifecycle::ProgressUpdate as Progress;
@@ -19,6 +20,9 @@ pub enum StoreError {
     /// No operation with that id (or not visible to the caller).
     #[error("operation {0} not found")]
     NotFound(Uuid),
+    /// No API key with that id.
+    #[error("API key {0} not found")]
+    KeyNotFound(Uuid),
     /// The lifecycle or the lease fence refused the change.
     #[error(transparent)]
     Transition(#[from] TransitionError),
@@ -249,4 +253,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// A stream of changes made through this store (and, for shared databases, by other nodes).
     fn subscribe(&self) -> broadcast::Receiver<Change>;
+
+    /// Stores a new API key under `token`'s id and secret hash.
+    async fn create_key(&self, key: NewKey, token: &Token) -> Result<ApiKey, StoreError>;
+
+    /// The key with this id and its stored secret hash.
+    async fn find_key(&self, id: Uuid) -> Result<Option<(ApiKey, String)>, StoreError>;
+
+    /// Every key, oldest first (revoked ones too).
+    async fn list_keys(&self) -> Result<Vec<ApiKey>, StoreError>;
+
+    /// Revokes a key at once; revoking it again changes nothing.
+    async fn revoke_key(&self, id: Uuid) -> Result<ApiKey, StoreError>;
+
+    /// Whether any key that is not revoked exists (authentication is on then).
+    async fn has_active_keys(&self) -> Result<bool, StoreError>;
 }

@@ -13,9 +13,9 @@ use std::{str::FromStr, sync::Arc, time::Duration as StdDuration};
 
 use async_trait::async_trait;
 use longrun_core::{
-    CancelOutcome, Change, ClaimFilter, ClaimQuery, Clock, Completion, Failure, Heartbeat, Lease,
-    ListQuery, NewOperation, Operation, Page, Progress, Store, StoreError, Submitted, SystemClock,
-    TransitionError,
+    ApiKey, CancelOutcome, Change, ClaimFilter, ClaimQuery, Clock, Completion, Failure, Heartbeat,
+    Lease, ListQuery, NewKey, NewOperation, Operation, Page, Progress, Store, StoreError,
+    Submitted, SystemClock, Token, TransitionError,
 };
 use sqlx::{
     Row, SqlitePool,
@@ -412,5 +412,69 @@ impl Store for SqliteStore {
 
     fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.changes.subscribe()
+    }
+
+    async fn create_key(&self, key: NewKey, token: &Token) -> Result<ApiKey, StoreError> {
+        let key = key.into_key(token, self.clock.now());
+        sqlx::query("INSERT INTO api_keys (id, secret_hash, body) VALUES (?, ?, ?)")
+            .bind(key.id.to_string())
+            .bind(token.secret_hash())
+            .bind(serde_json::to_string(&key).map_err(db)?)
+            .execute(&self.writer)
+            .await
+            .map_err(db)?;
+        Ok(key)
+    }
+
+    async fn find_key(&self, id: Uuid) -> Result<Option<(ApiKey, String)>, StoreError> {
+        let row = sqlx::query("SELECT body, secret_hash FROM api_keys WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db)?;
+        row.map(|r| Ok((serde_json::from_str(r.get(0)).map_err(db)?, r.get(1))))
+            .transpose()
+    }
+
+    async fn list_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+        let bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM api_keys ORDER BY seq")
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db)?;
+        bodies
+            .iter()
+            .map(|b| serde_json::from_str(b).map_err(db))
+            .collect()
+    }
+
+    async fn revoke_key(&self, id: Uuid) -> Result<ApiKey, StoreError> {
+        let mut tx = self.begin().await?;
+        let body: Option<String> = sqlx::query_scalar("SELECT body FROM api_keys WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+        let mut key: ApiKey =
+            serde_json::from_str(&body.ok_or(StoreError::KeyNotFound(id))?).map_err(db)?;
+        if key.revoked_at.is_none() {
+            let now = self.clock.now();
+            key.revoked_at = Some(now);
+            sqlx::query("UPDATE api_keys SET revoked_at = ?, body = ? WHERE id = ?")
+                .bind(micros(now))
+                .bind(serde_json::to_string(&key).map_err(db)?)
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(key)
+    }
+
+    async fn has_active_keys(&self) -> Result<bool, StoreError> {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM api_keys WHERE revoked_at IS NULL)")
+            .fetch_one(&self.reader)
+            .await
+            .map_err(db)
     }
 }

@@ -19,6 +19,8 @@ struct Cli {
 enum Command {
     /// Runs the HTTP API, the queue and the scheduler (and optional in-process handlers).
     Serve(commands::serve::ServeArgs),
+    /// Creates, lists and revokes API keys (directly in the database).
+    Keys(commands::keys::KeysArgs),
     /// Applies the database migrations and exits.
     Migrate(commands::serve::MigrateArgs),
     /// Runs a worker that executes operations with shell commands, against a server.
@@ -43,6 +45,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Serve(args) => commands::serve::serve(args).await,
+        Command::Keys(args) => commands::keys::run(args).await,
         Command::Migrate(args) => commands::serve::migrate(args).await,
         Command::Worker(args) => commands::worker::run(args).await,
         Command::Submit(args) => commands::ops::submit(args).await,

@@ -52,7 +52,8 @@ pub fn operation(op: &Operation, as_json: bool) {
     }
 }
 
-fn timestamp(t: time::OffsetDateTime) -> String {
+/// RFC 3339.
+pub fn timestamp(t: time::OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| t.to_string())
 }

@@ -1,5 +1,6 @@
 //! One module per group of subcommands.
 
+pub mod keys;
 pub mod ops;
 pub mod serve;
 pub mod worker;
