@@ -241,6 +241,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(id) => Self::operation_not_found(id),
+            e @ StoreError::KeyNotFound(_) => Self::new(ProblemKind::NotFound, e.to_string()),
             StoreError::Transition(TransitionError::Illegal { change, from }) => {
                 transition_refused(change, from)
             }

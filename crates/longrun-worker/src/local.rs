@@ -153,6 +153,7 @@ fn to_backend(e: StoreError) -> BackendError {
         | StoreError::NotFound(_) => BackendError::LeaseLost(e.to_string()),
         StoreError::Database(_) => BackendError::Unavailable(e.to_string()),
         StoreError::IdempotencyMismatch(_)
+        | StoreError::KeyNotFound(_)
         | StoreError::ParentNotFound(_)
         | StoreError::NotTerminal { .. } => BackendError::Rejected(e.to_string()),
     }
