@@ -14,7 +14,8 @@ use crate::{Meta, Operation, Resource};
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SubmitRequest {
-    /// Task kind, e.g. `reports.render`.
+    /// Task kind, e.g. `reports.render`: 1–200 characters from `A-Z a-z 0-9 . _ : -`.
+    #[schema(min_length = 1, max_length = 200, pattern = "^[A-Za-z0-9._:-]+$")]
     pub name: String,
     /// Positional arguments (a JSON array; default `[]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -39,9 +40,11 @@ pub struct SubmitRequest {
     pub max_retries: Option<u32>,
     /// Backoff before the first retry, seconds (server default when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 86400)]
     pub backoff_base_secs: Option<f64>,
     /// Longest backoff, seconds (server default when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 86400)]
     pub backoff_cap_secs: Option<f64>,
     /// Not before this instant (RFC 3339).
     #[serde(
@@ -50,8 +53,9 @@ pub struct SubmitRequest {
         with = "time::serde::rfc3339::option"
     )]
     pub run_at: Option<OffsetDateTime>,
-    /// Queue (default `default`).
+    /// Queue (default `default`), same characters as `name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 200, pattern = "^[A-Za-z0-9._:-]+$")]
     pub queue: Option<String>,
     /// Higher runs first (default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -73,7 +77,8 @@ pub struct OperationList<T = Operation> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClaimRequest {
-    /// The worker's name, recorded on the operations it takes.
+    /// The worker's name, recorded on the operations it takes (same characters as a task name).
+    #[schema(min_length = 1, max_length = 200, pattern = "^[A-Za-z0-9._:-]+$")]
     pub worker: String,
     /// Only these task names (absent or empty: any).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -83,12 +88,15 @@ pub struct ClaimRequest {
     pub queues: Vec<String>,
     /// At most this many operations (default 1).
     #[serde(default = "one")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub max: u32,
     /// Lease length in seconds (default 30).
     #[serde(default = "thirty")]
+    #[schema(minimum = 1, maximum = 3600)]
     pub lease_secs: u32,
     /// Wait up to this many seconds for work when none is ready (default 0).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 60)]
     pub wait_secs: u32,
 }
 
@@ -129,12 +137,15 @@ pub struct HeartbeatRequest {
     pub lease_id: Uuid,
     /// Progress, 0–100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 100)]
     pub progress_pct: Option<f64>,
-    /// Short progress text.
+    /// Short progress text (at most 1000 characters, no control characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 1000, pattern = "^[^\\x00-\\x1f\\x7f]*$")]
     pub status_detail: Option<String>,
     /// New lease length from now, seconds (default: 30).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 3600)]
     pub lease_secs: Option<u32>,
 }
 
@@ -171,13 +182,19 @@ pub struct CompleteRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReportedError {
-    /// Error class, e.g. `ValueError`.
+    /// Error class, e.g. `ValueError`: 1–200 characters, not blank, no control characters.
     #[serde(rename = "type")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\x00-\\x1f\\x7f]*[^\\s\\x00-\\x1f\\x7f][^\\x00-\\x1f\\x7f]*$"
+    )]
     pub error_type: String,
     /// Human-readable message.
     pub message: String,
-    /// Stable machine-readable code (default: `error`).
+    /// Stable machine-readable code (default: `error`), same characters as a task name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 200, pattern = "^[A-Za-z0-9._:-]+$")]
     pub code: Option<String>,
 }
 
