@@ -119,6 +119,7 @@ suite!($
     wait_for_change_returns_on_change,
     keys_are_stored_without_their_secret_and_found_by_id,
     revoking_a_key_takes_effect_once,
+    a_waiter_learns_at_once_that_its_operation_was_deleted,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1867,6 +1868,32 @@ async fn subscribe_sees_every_change(store: Arc<dyn Store>, clock: Arc<ManualClo
         Err(broadcast::error::TryRecvError::Empty),
         "one notification per change, none for refused changes"
     );
+}
+
+async fn a_waiter_learns_at_once_that_its_operation_was_deleted(
+    store: Arc<dyn Store>,
+    _clock: Arc<ManualClock>,
+) {
+    let op = finish(&*store, "gone", Status::Succeeded).await;
+    let waiter = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            wait_for_change(&*store, op.id, op.version, StdDuration::from_secs(30)).await
+        })
+    };
+    tokio::time::sleep(StdDuration::from_millis(200)).await;
+    let started = Instant::now();
+    store.delete(op.id).await.expect("delete");
+    let seen = tokio::time::timeout(PROMPT, waiter)
+        .await
+        .expect("the waiter returns promptly")
+        .expect("join");
+    assert_eq!(
+        seen.expect("wait"),
+        None,
+        "the waiter sees the operation gone"
+    );
+    assert!(started.elapsed() < PROMPT);
 }
 
 fn new_key(customer: i64, role: crate::Role) -> crate::NewKey {

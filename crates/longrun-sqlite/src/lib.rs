@@ -265,7 +265,13 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(db)?;
-        tx.commit().await.map_err(db)
+        tx.commit().await.map_err(db)?;
+        // Waiters re-read it and find it gone.
+        self.announce(&Operation {
+            version: op.version + 1,
+            ..op
+        });
+        Ok(())
     }
 
     async fn claim(&self, query: &ClaimQuery) -> Result<Vec<Lease>, StoreError> {
