@@ -5,6 +5,7 @@
 //! Nothing here performs I/O: time comes from a [`Clock`], randomness (retry jitter) is derived
 //! from the operation itself, and stores are reached only through the [`Store`] trait.
 
+pub mod batch;
 pub mod clock;
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -20,6 +21,7 @@ pub mod validate;
 pub mod views;
 pub mod waiting;
 pub mod wire;
+pub mod write;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use keys::{ApiKey, NewKey, Role, Token};

@@ -37,6 +37,17 @@ pub enum CancelOutcome {
     Requested,
 }
 
+impl CancelOutcome {
+    /// What a cancel did, read off the operation it just changed.
+    pub fn of(op: &Operation) -> Self {
+        if op.status == Status::Cancelled {
+            CancelOutcome::Cancelled
+        } else {
+            CancelOutcome::Requested
+        }
+    }
+}
+
 /// What a worker's progress report carries.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProgressUpdate {

@@ -139,6 +139,18 @@ pub struct Heartbeat {
     pub lease_expires_at: OffsetDateTime,
 }
 
+impl Heartbeat {
+    /// What a heartbeat answers, read off the operation it just changed.
+    pub fn of(op: &Operation) -> Self {
+        Self {
+            cancel_requested: op.cancel_requested,
+            lease_expires_at: op
+                .lease_expires_at
+                .expect("a heartbeat leaves a running operation leased"),
+        }
+    }
+}
+
 /// A successful outcome.
 #[derive(Debug, Clone, Default)]
 pub struct Completion {

@@ -7,6 +7,7 @@
 
 mod listener;
 mod row;
+mod writer;
 
 use std::{sync::Arc, time::Duration as StdDuration};
 
@@ -14,7 +15,7 @@ use async_trait::async_trait;
 use longrun_core::{
     ApiKey, CancelOutcome, Change, ClaimFilter, ClaimQuery, Clock, Completion, Failure, Heartbeat,
     Lease, ListQuery, NewKey, NewOperation, Operation, Page, Progress, Store, StoreError,
-    Submitted, SystemClock, Token, TransitionError,
+    Submitted, SystemClock, Token,
 };
 use sqlx::{
     PgPool, Postgres, Transaction,
@@ -24,6 +25,7 @@ use time::{Duration, OffsetDateTime};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
+use longrun_core::write::{self, Edit, Write, Writer};
 use row::db;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -56,6 +58,7 @@ impl Default for PgOptions {
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    writes: Writer,
     clock: Arc<dyn Clock>,
     changes: broadcast::Sender<Change>,
     _listener: Arc<listener::Listener>,
@@ -100,6 +103,7 @@ impl PgStore {
         let listener =
             listener::Listener::start(&pool, format!("longrun_{schema}"), changes.clone()).await?;
         Ok(Self {
+            writes: writer::spawn(pool.clone(), clock.clone()),
             pool,
             clock,
             changes,
@@ -111,20 +115,9 @@ impl PgStore {
         self.pool.begin().await.map_err(db)
     }
 
-    /// Locks an operation, applies one named change and saves it.
-    async fn mutate<T>(
-        &self,
-        id: Uuid,
-        change: impl FnOnce(&mut Operation, OffsetDateTime) -> Result<T, TransitionError>,
-    ) -> Result<(T, Operation), StoreError> {
-        let mut tx = self.begin().await?;
-        let mut op = row::load(&mut tx, id, true)
-            .await?
-            .ok_or(StoreError::NotFound(id))?;
-        let outcome = change(&mut op, self.clock.now())?;
-        row::save(&mut tx, std::slice::from_ref(&op)).await?;
-        tx.commit().await.map_err(db)?;
-        Ok((outcome, op))
+    /// Applies one named change to an operation through the writer.
+    async fn mutate(&self, id: Uuid, edit: Edit) -> Result<Operation, StoreError> {
+        Ok(self.writes.call(Write::Edit(id, edit)).await?.operation)
     }
 
     /// Closes the pool.
@@ -163,43 +156,7 @@ const EXPIRED: &str = "SELECT seq, body::text FROM operations
 #[async_trait]
 impl Store for PgStore {
     async fn submit(&self, new: NewOperation) -> Result<Submitted, StoreError> {
-        let mut tx = self.begin().await?;
-        let root_id = match new.parent_id {
-            None => None,
-            Some(parent) => {
-                let root: Option<Uuid> =
-                    sqlx::query_scalar("SELECT root_id FROM operations WHERE id = $1")
-                        .bind(parent)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(db)?;
-                Some(root.ok_or(StoreError::ParentNotFound(parent))?)
-            }
-        };
-        let idempotency = new.idempotency.clone();
-        let mut op = new.into_operation(Uuid::now_v7(), root_id, self.clock.now());
-        match row::insert(&mut tx, &op, idempotency.as_ref()).await? {
-            Some(seq) => op.seq = seq,
-            None => {
-                // The key exists (possibly inserted concurrently and just committed).
-                let idem = idempotency.expect("only a keyed insert can conflict");
-                tx.rollback().await.map_err(db)?;
-                let (existing, fingerprint) =
-                    row::by_idempotency_key(&self.pool, op.customer, &idem.key).await?;
-                if fingerprint.as_deref() != Some(idem.fingerprint.as_str()) {
-                    return Err(StoreError::IdempotencyMismatch(idem.key));
-                }
-                return Ok(Submitted {
-                    operation: existing,
-                    created: false,
-                });
-            }
-        }
-        tx.commit().await.map_err(db)?;
-        Ok(Submitted {
-            operation: op,
-            created: true,
-        })
+        self.writes.call(Write::Submit(Box::new(new))).await
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<Operation>, StoreError> {
@@ -234,7 +191,8 @@ impl Store for PgStore {
     }
 
     async fn cancel(&self, id: Uuid) -> Result<(CancelOutcome, Operation), StoreError> {
-        self.mutate(id, |op, now| op.cancel(now)).await
+        let op = self.mutate(id, write::cancel()).await?;
+        Ok((CancelOutcome::of(&op), op))
     }
 
     async fn delete(&self, id: Uuid) -> Result<(), StoreError> {
@@ -306,16 +264,10 @@ impl Store for PgStore {
         lease_for: Duration,
         progress: Progress,
     ) -> Result<Heartbeat, StoreError> {
-        let (cancel_requested, op) = self
-            .mutate(id, |op, now| op.heartbeat(lease, lease_for, progress, now))
+        let op = self
+            .mutate(id, write::heartbeat(lease, lease_for, progress))
             .await?;
-        let lease_expires_at = op
-            .lease_expires_at
-            .expect("a running operation has a lease");
-        Ok(Heartbeat {
-            cancel_requested,
-            lease_expires_at,
-        })
+        Ok(Heartbeat::of(&op))
     }
 
     async fn complete(
@@ -324,30 +276,15 @@ impl Store for PgStore {
         lease: Uuid,
         completion: Completion,
     ) -> Result<Operation, StoreError> {
-        let Completion {
-            result,
-            result_url,
-            resources,
-        } = completion;
-        Ok(self
-            .mutate(id, |op, now| {
-                op.succeed(lease, result, result_url, resources, now)
-            })
-            .await?
-            .1)
+        self.mutate(id, write::complete(lease, completion)).await
     }
 
     async fn fail(&self, id: Uuid, lease: Uuid, failure: Failure) -> Result<Operation, StoreError> {
-        Ok(self
-            .mutate(id, |op, now| {
-                op.fail(lease, failure.error, failure.retryable, now)
-            })
-            .await?
-            .1)
+        self.mutate(id, write::fail(lease, failure)).await
     }
 
     async fn release(&self, id: Uuid, lease: Uuid) -> Result<Operation, StoreError> {
-        Ok(self.mutate(id, |op, now| op.release(lease, now)).await?.1)
+        self.mutate(id, write::release(lease)).await
     }
 
     async fn expire_leases(&self) -> Result<u64, StoreError> {

@@ -2,7 +2,9 @@
 //! that queries filter, order, lock and fence on.
 
 use longrun_core::{Idempotency, Operation, StoreError};
-use sqlx::{PgConnection, PgPool, Row, postgres::PgRow};
+use std::collections::HashMap;
+
+use sqlx::{PgConnection, Row, postgres::PgRow};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -41,7 +43,7 @@ pub(crate) async fn load(
 
 /// The operation holding an idempotency key, with the key's fingerprint.
 pub(crate) async fn by_idempotency_key(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     customer: i64,
     key: &str,
 ) -> Result<(Operation, Option<String>), StoreError> {
@@ -51,45 +53,74 @@ pub(crate) async fn by_idempotency_key(
     )
     .bind(customer)
     .bind(key)
-    .fetch_one(pool)
+    .fetch_one(conn)
     .await
     .map_err(db)?;
     Ok((decode(&row)?, row.try_get(2).map_err(db)?))
 }
 
-/// Inserts a new operation; returns its `seq`, or `None` when its idempotency key is taken.
+/// Inserts new operations in one statement; returns the `seq` of each one inserted, by id
+/// (an operation whose idempotency key is taken is not inserted).
 pub(crate) async fn insert(
     conn: &mut PgConnection,
-    op: &Operation,
-    idempotency: Option<&Idempotency>,
-) -> Result<Option<i64>, StoreError> {
-    sqlx::query_scalar(
-        "INSERT INTO operations (id, name, queue, priority, status, run_at, lease_expires_at,
-             completed_at, parent_id, root_id, customer, created_by, idempotency_key,
-             idempotency_fingerprint, version, body)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16::json)
+    ops: &[(Operation, Option<Idempotency>)],
+) -> Result<HashMap<Uuid, i64>, StoreError> {
+    if ops.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let col =
+        |f: &dyn Fn(&Operation) -> String| ops.iter().map(|(op, _)| f(op)).collect::<Vec<_>>();
+    let ids: Vec<Uuid> = ops.iter().map(|(op, _)| op.id).collect();
+    let priorities: Vec<i32> = ops.iter().map(|(op, _)| op.priority).collect();
+    let run_at: Vec<OffsetDateTime> = ops.iter().map(|(op, _)| op.run_at).collect();
+    let parents: Vec<Option<Uuid>> = ops.iter().map(|(op, _)| op.parent_id).collect();
+    let roots: Vec<Uuid> = ops.iter().map(|(op, _)| op.root_id).collect();
+    let customers: Vec<i64> = ops.iter().map(|(op, _)| op.customer).collect();
+    let creators: Vec<i64> = ops.iter().map(|(op, _)| op.created_by).collect();
+    let keys: Vec<Option<&str>> = ops
+        .iter()
+        .map(|(_, i)| i.as_ref().map(|i| i.key.as_str()))
+        .collect();
+    let prints: Vec<Option<&str>> = ops
+        .iter()
+        .map(|(_, i)| i.as_ref().map(|i| i.fingerprint.as_str()))
+        .collect();
+    let versions: Vec<i64> = ops.iter().map(|(op, _)| op.version).collect();
+    let bodies = ops
+        .iter()
+        .map(|(op, _)| body(op))
+        .collect::<Result<Vec<_>, _>>()?;
+    let rows: Vec<(Uuid, i64)> = sqlx::query_as(
+        "INSERT INTO operations (id, name, queue, priority, status, run_at, parent_id, root_id,
+             customer, created_by, idempotency_key, idempotency_fingerprint, version, body)
+         SELECT id, name, queue, priority, status, run_at, parent_id, root_id, customer,
+             created_by, idempotency_key, idempotency_fingerprint, version, body::json
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int[], $5::text[], $6::timestamptz[],
+             $7::uuid[], $8::uuid[], $9::bigint[], $10::bigint[], $11::text[], $12::text[],
+             $13::bigint[], $14::text[])
+           AS new(id, name, queue, priority, status, run_at, parent_id, root_id, customer,
+             created_by, idempotency_key, idempotency_fingerprint, version, body)
          ON CONFLICT (customer, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-         RETURNING seq",
+         RETURNING id, seq",
     )
-    .bind(op.id)
-    .bind(&op.name)
-    .bind(&op.queue)
-    .bind(op.priority)
-    .bind(op.status.as_str())
-    .bind(op.run_at)
-    .bind(op.lease_expires_at)
-    .bind(op.completed_at)
-    .bind(op.parent_id)
-    .bind(op.root_id)
-    .bind(op.customer)
-    .bind(op.created_by)
-    .bind(idempotency.map(|i| i.key.as_str()))
-    .bind(idempotency.map(|i| i.fingerprint.as_str()))
-    .bind(op.version)
-    .bind(body(op)?)
-    .fetch_optional(conn)
+    .bind(ids)
+    .bind(col(&|op| op.name.clone()))
+    .bind(col(&|op| op.queue.clone()))
+    .bind(priorities)
+    .bind(col(&|op| op.status.as_str().to_owned()))
+    .bind(run_at)
+    .bind(parents)
+    .bind(roots)
+    .bind(customers)
+    .bind(creators)
+    .bind(keys)
+    .bind(prints)
+    .bind(versions)
+    .bind(bodies)
+    .fetch_all(conn)
     .await
-    .map_err(db)
+    .map_err(db)?;
+    Ok(rows.into_iter().collect())
 }
 
 /// Writes back operations changed by their named transitions, in one statement.

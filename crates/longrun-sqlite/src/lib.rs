@@ -8,6 +8,7 @@
 //! [`Durability::Full`] to fsync every commit.
 
 mod row;
+mod writer;
 
 use std::{str::FromStr, sync::Arc, time::Duration as StdDuration};
 
@@ -15,7 +16,7 @@ use async_trait::async_trait;
 use longrun_core::{
     ApiKey, CancelOutcome, Change, ClaimFilter, ClaimQuery, Clock, Completion, Failure, Heartbeat,
     Lease, ListQuery, NewKey, NewOperation, Operation, Page, Progress, Store, StoreError,
-    Submitted, SystemClock, Token, TransitionError,
+    Submitted, SystemClock, Token,
 };
 use sqlx::{
     Row, SqlitePool,
@@ -25,7 +26,9 @@ use time::{Duration, OffsetDateTime};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
+use longrun_core::write::{self, Edit, Write, Writer};
 use row::{db, micros};
+use writer::announce;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -44,6 +47,7 @@ pub enum Durability {
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    writes: Writer,
     clock: Arc<dyn Clock>,
     changes: broadcast::Sender<Change>,
 }
@@ -94,9 +98,11 @@ impl SqliteStore {
             .await
             .map_err(db)?;
         let (changes, _) = broadcast::channel(4096);
+        let writes = writer::spawn(writer.clone(), clock.clone(), changes.clone());
         Ok(Self {
             writer,
             reader,
+            writes,
             clock,
             changes,
         })
@@ -107,29 +113,12 @@ impl SqliteStore {
     }
 
     fn announce(&self, op: &Operation) {
-        // No receivers is fine: nobody is waiting.
-        let _ = self.changes.send(Change {
-            id: op.id,
-            version: op.version,
-            status: op.status,
-        });
+        announce(&self.changes, op);
     }
 
-    /// Loads an operation in a write transaction, applies one named change and saves it.
-    async fn mutate<T>(
-        &self,
-        id: Uuid,
-        change: impl FnOnce(&mut Operation, OffsetDateTime) -> Result<T, TransitionError>,
-    ) -> Result<(T, Operation), StoreError> {
-        let mut tx = self.begin().await?;
-        let mut op = row::load(&mut tx, id)
-            .await?
-            .ok_or(StoreError::NotFound(id))?;
-        let outcome = change(&mut op, self.clock.now())?;
-        row::save(&mut tx, &op).await?;
-        tx.commit().await.map_err(db)?;
-        self.announce(&op);
-        Ok((outcome, op))
+    /// Applies one named change to an operation through the writer.
+    async fn mutate(&self, id: Uuid, edit: Edit) -> Result<Operation, StoreError> {
+        Ok(self.writes.call(Write::Edit(id, edit)).await?.operation)
     }
 
     /// Closes both pools (waits for running statements).
@@ -168,50 +157,7 @@ fn json_list(items: &[String]) -> String {
 #[async_trait]
 impl Store for SqliteStore {
     async fn submit(&self, new: NewOperation) -> Result<Submitted, StoreError> {
-        let mut tx = self.begin().await?;
-        if let Some(idem) = &new.idempotency {
-            let existing = sqlx::query(
-                "SELECT seq, body, idempotency_fingerprint FROM operations
-                 WHERE customer = ? AND idempotency_key = ?",
-            )
-            .bind(new.owner.customer)
-            .bind(&idem.key)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db)?;
-            if let Some(existing) = existing {
-                let fingerprint: Option<String> = existing.get(2);
-                if fingerprint.as_deref() != Some(idem.fingerprint.as_str()) {
-                    return Err(StoreError::IdempotencyMismatch(idem.key.clone()));
-                }
-                return Ok(Submitted {
-                    operation: row::decode(&existing)?,
-                    created: false,
-                });
-            }
-        }
-        let root_id = match new.parent_id {
-            None => None,
-            Some(parent) => {
-                let root: Option<String> =
-                    sqlx::query_scalar("SELECT root_id FROM operations WHERE id = ?")
-                        .bind(parent.to_string())
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(db)?;
-                let root = root.ok_or(StoreError::ParentNotFound(parent))?;
-                Some(Uuid::parse_str(&root).map_err(db)?)
-            }
-        };
-        let idempotency = new.idempotency.clone();
-        let mut op = new.into_operation(Uuid::now_v7(), root_id, self.clock.now());
-        op.seq = row::insert(&mut tx, &op, idempotency.as_ref()).await?;
-        tx.commit().await.map_err(db)?;
-        self.announce(&op);
-        Ok(Submitted {
-            operation: op,
-            created: true,
-        })
+        self.writes.call(Write::Submit(Box::new(new))).await
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<Operation>, StoreError> {
@@ -246,7 +192,8 @@ impl Store for SqliteStore {
     }
 
     async fn cancel(&self, id: Uuid) -> Result<(CancelOutcome, Operation), StoreError> {
-        self.mutate(id, |op, now| op.cancel(now)).await
+        let op = self.mutate(id, write::cancel()).await?;
+        Ok((CancelOutcome::of(&op), op))
     }
 
     async fn delete(&self, id: Uuid) -> Result<(), StoreError> {
@@ -327,16 +274,10 @@ impl Store for SqliteStore {
         lease_for: Duration,
         progress: Progress,
     ) -> Result<Heartbeat, StoreError> {
-        let (cancel_requested, op) = self
-            .mutate(id, |op, now| op.heartbeat(lease, lease_for, progress, now))
+        let op = self
+            .mutate(id, write::heartbeat(lease, lease_for, progress))
             .await?;
-        let lease_expires_at = op
-            .lease_expires_at
-            .expect("a running operation has a lease");
-        Ok(Heartbeat {
-            cancel_requested,
-            lease_expires_at,
-        })
+        Ok(Heartbeat::of(&op))
     }
 
     async fn complete(
@@ -345,30 +286,15 @@ impl Store for SqliteStore {
         lease: Uuid,
         completion: Completion,
     ) -> Result<Operation, StoreError> {
-        let Completion {
-            result,
-            result_url,
-            resources,
-        } = completion;
-        Ok(self
-            .mutate(id, |op, now| {
-                op.succeed(lease, result, result_url, resources, now)
-            })
-            .await?
-            .1)
+        self.mutate(id, write::complete(lease, completion)).await
     }
 
     async fn fail(&self, id: Uuid, lease: Uuid, failure: Failure) -> Result<Operation, StoreError> {
-        Ok(self
-            .mutate(id, |op, now| {
-                op.fail(lease, failure.error, failure.retryable, now)
-            })
-            .await?
-            .1)
+        self.mutate(id, write::fail(lease, failure)).await
     }
 
     async fn release(&self, id: Uuid, lease: Uuid) -> Result<Operation, StoreError> {
-        Ok(self.mutate(id, |op, now| op.release(lease, now)).await?.1)
+        self.mutate(id, write::release(lease)).await
     }
 
     async fn expire_leases(&self) -> Result<u64, StoreError> {

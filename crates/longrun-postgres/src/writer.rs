@@ -1,0 +1,181 @@
+//! Group commit on PostgreSQL: submits and changes to single operations queue up and go to the
+//! database together, one transaction per batch: all new operations in one `INSERT … UNNEST`,
+//! all changed rows locked in one `SELECT … FOR UPDATE` (in `seq` order, so batches on
+//! different nodes never deadlock) and written back in one `UPDATE … UNNEST`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use longrun_core::batch::Batcher;
+use longrun_core::write::{Write, Writer};
+use longrun_core::{Clock, Idempotency, Operation, StoreError, Submitted};
+use sqlx::{PgConnection, PgPool};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::row::{self, db};
+
+/// Most writes in one transaction.
+const MAX_BATCH: usize = 512;
+
+/// Starts the writer on `pool`.
+pub(crate) fn spawn(pool: PgPool, clock: Arc<dyn Clock>) -> Writer {
+    Batcher::spawn(MAX_BATCH, move |writes| {
+        let (pool, clock) = (pool.clone(), clock.clone());
+        async move { write_batch(&pool, clock.now(), writes).await }
+    })
+}
+
+type Answer = Result<Submitted, StoreError>;
+
+async fn write_batch(pool: &PgPool, now: OffsetDateTime, writes: Vec<Write>) -> Vec<Answer> {
+    let count = writes.len();
+    let outcome = async {
+        let mut tx = pool.begin().await.map_err(db)?;
+        let answers = apply(&mut tx, now, writes).await?;
+        tx.commit().await.map_err(db)?;
+        Ok::<_, StoreError>(answers)
+    };
+    match outcome.await {
+        Ok(answers) => answers,
+        Err(e) => (0..count)
+            .map(|_| Err(StoreError::database(std::io::Error::other(e.to_string()))))
+            .collect(),
+    }
+}
+
+/// Applies the batch inside `tx`; an `Err` is a database failure that voids the whole batch.
+async fn apply(
+    tx: &mut PgConnection,
+    now: OffsetDateTime,
+    writes: Vec<Write>,
+) -> Result<Vec<Answer>, StoreError> {
+    let edited: Vec<Uuid> = writes
+        .iter()
+        .filter_map(|w| {
+            if let Write::Edit(id, _) = w {
+                Some(*id)
+            } else {
+                None
+            }
+        })
+        .collect();
+    let mut locked = lock(tx, &edited).await?;
+    let parents: Vec<Uuid> = writes
+        .iter()
+        .filter_map(|w| {
+            if let Write::Submit(new) = w {
+                new.parent_id
+            } else {
+                None
+            }
+        })
+        .collect();
+    let roots = roots(tx, &parents).await?;
+
+    let mut answers: Vec<Option<Answer>> = Vec::with_capacity(writes.len());
+    let mut inserts: Vec<(usize, Operation, Option<Idempotency>)> = vec![];
+    let mut dirty = HashSet::new();
+    for (i, write) in writes.into_iter().enumerate() {
+        answers.push(match write {
+            Write::Submit(new) => match new
+                .parent_id
+                .map(|p| roots.get(&p).copied().ok_or(StoreError::ParentNotFound(p)))
+            {
+                Some(Err(e)) => Some(Err(e)),
+                parent => {
+                    let idempotency = new.idempotency.clone();
+                    let root = parent.map(|r| r.expect("checked above"));
+                    inserts.push((
+                        i,
+                        new.into_operation(Uuid::now_v7(), root, now),
+                        idempotency,
+                    ));
+                    None
+                }
+            },
+            Write::Edit(id, edit) => Some(match locked.get_mut(&id) {
+                None => Err(StoreError::NotFound(id)),
+                Some(op) => edit(op, now).map_err(StoreError::from).map(|()| {
+                    dirty.insert(id);
+                    Submitted {
+                        operation: op.clone(),
+                        created: false,
+                    }
+                }),
+            }),
+        });
+    }
+
+    let new_ops: Vec<(Operation, Option<Idempotency>)> = inserts
+        .iter()
+        .map(|(_, op, idem)| (op.clone(), idem.clone()))
+        .collect();
+    let seqs = row::insert(tx, &new_ops).await?;
+    for (i, mut op, idempotency) in inserts {
+        answers[i] = Some(match (seqs.get(&op.id), idempotency) {
+            (Some(&seq), _) => {
+                op.seq = seq;
+                Ok(Submitted {
+                    operation: op,
+                    created: true,
+                })
+            }
+            // Not inserted: its key was taken (by an earlier submit, or earlier in this batch).
+            (None, Some(idem)) => {
+                let (existing, fingerprint) =
+                    row::by_idempotency_key(tx, op.customer, &idem.key).await?;
+                if fingerprint.as_deref() == Some(idem.fingerprint.as_str()) {
+                    Ok(Submitted {
+                        operation: existing,
+                        created: false,
+                    })
+                } else {
+                    Err(StoreError::IdempotencyMismatch(idem.key))
+                }
+            }
+            (None, None) => unreachable!("only a keyed insert can conflict"),
+        });
+    }
+
+    let changed: Vec<Operation> = dirty
+        .iter()
+        .map(|id| locked.remove(id).expect("edited rows are locked"))
+        .collect();
+    row::save(tx, &changed).await?;
+    Ok(answers
+        .into_iter()
+        .map(|a| a.expect("every write is answered"))
+        .collect())
+}
+
+/// Locks the rows of `ids` for this transaction, in `seq` order.
+async fn lock(tx: &mut PgConnection, ids: &[Uuid]) -> Result<HashMap<Uuid, Operation>, StoreError> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = sqlx::query(
+        "SELECT seq, body::text FROM operations WHERE id = ANY($1) ORDER BY seq FOR UPDATE",
+    )
+    .bind(ids)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(db)?;
+    rows.iter()
+        .map(|r| row::decode(r).map(|op| (op.id, op)))
+        .collect()
+}
+
+/// The `rootId` of each existing operation among `parents`.
+async fn roots(tx: &mut PgConnection, parents: &[Uuid]) -> Result<HashMap<Uuid, Uuid>, StoreError> {
+    if parents.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<(Uuid, Uuid)> =
+        sqlx::query_as("SELECT id, root_id FROM operations WHERE id = ANY($1)")
+            .bind(parents)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
+    Ok(rows.into_iter().collect())
+}
