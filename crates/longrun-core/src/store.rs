@@ -7,6 +7,7 @@ use time::{Duration, OffsetDateTime};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
+use crate::write::{self, Edit};
 use crate::{
     ApiKey, CancelOutcome, NewKey, NewOperation, Operation, OperationError, Resource, Status,
     Token, TransitionError,
@@ -216,8 +217,14 @@ pub trait Store: Send + Sync + 'static {
     /// A page of operations, newest first.
     async fn list(&self, query: &ListQuery) -> Result<Page, StoreError>;
 
+    /// Applies one named lifecycle change ([`crate::write`]) to an operation, atomically.
+    async fn edit(&self, id: Uuid, edit: Edit) -> Result<Operation, StoreError>;
+
     /// Cancels a pending operation, or records the request for a running one.
-    async fn cancel(&self, id: Uuid) -> Result<(CancelOutcome, Operation), StoreError>;
+    async fn cancel(&self, id: Uuid) -> Result<(CancelOutcome, Operation), StoreError> {
+        let op = self.edit(id, write::cancel()).await?;
+        Ok((CancelOutcome::of(&op), op))
+    }
 
     /// Forgets a terminal operation.
     async fn delete(&self, id: Uuid) -> Result<(), StoreError>;
@@ -238,7 +245,12 @@ pub trait Store: Send + Sync + 'static {
         lease: Uuid,
         lease_for: Duration,
         progress: Progress,
-    ) -> Result<Heartbeat, StoreError>;
+    ) -> Result<Heartbeat, StoreError> {
+        let op = self
+            .edit(id, write::heartbeat(lease, lease_for, progress))
+            .await?;
+        Ok(Heartbeat::of(&op))
+    }
 
     /// Records success.
     async fn complete(
@@ -246,13 +258,19 @@ pub trait Store: Send + Sync + 'static {
         id: Uuid,
         lease: Uuid,
         completion: Completion,
-    ) -> Result<Operation, StoreError>;
+    ) -> Result<Operation, StoreError> {
+        self.edit(id, write::complete(lease, completion)).await
+    }
 
     /// Records a failed attempt (retried, failed or cancelled as the lifecycle says).
-    async fn fail(&self, id: Uuid, lease: Uuid, failure: Failure) -> Result<Operation, StoreError>;
+    async fn fail(&self, id: Uuid, lease: Uuid, failure: Failure) -> Result<Operation, StoreError> {
+        self.edit(id, write::fail(lease, failure)).await
+    }
 
     /// Gives a leased operation back unfinished, ready at once, not counted as a retry.
-    async fn release(&self, id: Uuid, lease: Uuid) -> Result<Operation, StoreError>;
+    async fn release(&self, id: Uuid, lease: Uuid) -> Result<Operation, StoreError> {
+        self.edit(id, write::release(lease)).await
+    }
 
     /// Ends every lease that ran out (retry or fail as the lifecycle says); returns how many.
     async fn expire_leases(&self) -> Result<u64, StoreError>;

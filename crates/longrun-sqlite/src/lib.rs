@@ -14,19 +14,18 @@ use std::{str::FromStr, sync::Arc, time::Duration as StdDuration};
 
 use async_trait::async_trait;
 use longrun_core::{
-    ApiKey, CancelOutcome, Change, ClaimFilter, ClaimQuery, Clock, Completion, Failure, Heartbeat,
-    Lease, ListQuery, NewKey, NewOperation, Operation, Page, Progress, Store, StoreError,
-    Submitted, SystemClock, Token,
+    ApiKey, Change, ClaimFilter, ClaimQuery, Clock, Lease, ListQuery, NewKey, NewOperation,
+    Operation, Page, Store, StoreError, Submitted, SystemClock, Token,
 };
 use sqlx::{
     Row, SqlitePool,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
-use time::{Duration, OffsetDateTime};
+use time::OffsetDateTime;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use longrun_core::write::{self, Edit, Write, Writer};
+use longrun_core::write::{Edit, Write, Writer};
 use row::{db, micros};
 use writer::announce;
 
@@ -116,11 +115,6 @@ impl SqliteStore {
         announce(&self.changes, op);
     }
 
-    /// Applies one named change to an operation through the writer.
-    async fn mutate(&self, id: Uuid, edit: Edit) -> Result<Operation, StoreError> {
-        Ok(self.writes.call(Write::Edit(id, edit)).await?.operation)
-    }
-
     /// Closes both pools (waits for running statements).
     pub async fn close(&self) {
         self.writer.close().await;
@@ -191,9 +185,8 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn cancel(&self, id: Uuid) -> Result<(CancelOutcome, Operation), StoreError> {
-        let op = self.mutate(id, write::cancel()).await?;
-        Ok((CancelOutcome::of(&op), op))
+    async fn edit(&self, id: Uuid, edit: Edit) -> Result<Operation, StoreError> {
+        Ok(self.writes.call(Write::Edit(id, edit)).await?.operation)
     }
 
     async fn delete(&self, id: Uuid) -> Result<(), StoreError> {
@@ -265,36 +258,6 @@ impl Store for SqliteStore {
             .await
             .map_err(db)?;
         at.map(row::from_micros).transpose()
-    }
-
-    async fn heartbeat(
-        &self,
-        id: Uuid,
-        lease: Uuid,
-        lease_for: Duration,
-        progress: Progress,
-    ) -> Result<Heartbeat, StoreError> {
-        let op = self
-            .mutate(id, write::heartbeat(lease, lease_for, progress))
-            .await?;
-        Ok(Heartbeat::of(&op))
-    }
-
-    async fn complete(
-        &self,
-        id: Uuid,
-        lease: Uuid,
-        completion: Completion,
-    ) -> Result<Operation, StoreError> {
-        self.mutate(id, write::complete(lease, completion)).await
-    }
-
-    async fn fail(&self, id: Uuid, lease: Uuid, failure: Failure) -> Result<Operation, StoreError> {
-        self.mutate(id, write::fail(lease, failure)).await
-    }
-
-    async fn release(&self, id: Uuid, lease: Uuid) -> Result<Operation, StoreError> {
-        self.mutate(id, write::release(lease)).await
     }
 
     async fn expire_leases(&self) -> Result<u64, StoreError> {
