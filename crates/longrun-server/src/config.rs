@@ -1,5 +1,6 @@
 //! Server settings, with defaults suitable for a single-node deployment.
 
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use longrun_core::{Owner, RetryPolicy};
@@ -14,6 +15,20 @@ use longrun_core::{Owner, RetryPolicy};
 pub struct ServerConfig {
     /// Largest accepted request body, in bytes (default 1 MiB); larger bodies get `413`.
     pub body_limit_bytes: usize,
+    /// Largest serialized size (compact JSON, bytes) of each of a submit's `args`, `kwargs`
+    /// and `content` and of a completion's `result` (default 256 KiB); larger ones get `422`
+    /// naming the field.
+    pub max_field_bytes: usize,
+    /// Deepest nesting of arrays and objects anywhere in a JSON request body (default 32; the
+    /// body itself is level 1); deeper bodies get `422` before they are parsed. Values above
+    /// 128 have no effect beyond it: the JSON parser refuses deeper input (`400`).
+    pub max_json_depth: usize,
+    /// The per-key rate limit (`None`: unlimited); see [`RateLimit`].
+    pub rate_limit: Option<RateLimit>,
+    /// While no API key exists (open mode), how long the server trusts its last look before
+    /// it looks again (default 1 s): creating the first key turns authentication on within
+    /// this time, without a restart. Once on, it stays on until the server restarts.
+    pub key_recheck_interval: Duration,
     /// Retry policy of operations whose submit does not override it.
     pub default_retry_policy: RetryPolicy,
     /// The `Retry-After` (seconds) suggested while an operation is not finished.
@@ -21,7 +36,8 @@ pub struct ServerConfig {
     /// Scheme and authority clients reach the server at (e.g. `https://jobs.example.com`),
     /// used in `Location` headers and absolute URLs; `None` means `http://{Host header}`.
     pub public_url: Option<String>,
-    /// Owner recorded on submitted operations until authentication exists.
+    /// Owner of every request while no API key exists (open mode, where every caller acts as
+    /// an admin of this customer).
     pub default_owner: Owner,
     /// Largest `limit` a list request may ask for.
     pub max_list_limit: u32,
@@ -47,6 +63,10 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             body_limit_bytes: 1024 * 1024,
+            max_field_bytes: 256 * 1024,
+            max_json_depth: 32,
+            rate_limit: Some(RateLimit::default()),
+            key_recheck_interval: Duration::from_secs(1),
             default_retry_policy: RetryPolicy::default(),
             retry_after_secs: 1,
             public_url: None,
@@ -63,6 +83,27 @@ impl Default for ServerConfig {
             maintenance_interval: Duration::from_secs(1),
             retention: Some(time::Duration::days(7)),
             request_timeout: Duration::from_secs(90),
+        }
+    }
+}
+
+/// A token bucket per API key (and per client address for requests whose key fails
+/// authentication): `per_second` tokens are added each second up to `burst`; each request
+/// takes one (a long-poll or an event stream counts once). A request finding the bucket empty
+/// gets `429` with `Retry-After`. Open mode (no API keys yet) is not limited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Sustained requests per second (default 100).
+    pub per_second: NonZeroU32,
+    /// Requests that may come at once after a quiet spell (default 200).
+    pub burst: NonZeroU32,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self {
+            per_second: NonZeroU32::new(100).expect("non-zero"),
+            burst: NonZeroU32::new(200).expect("non-zero"),
         }
     }
 }

@@ -6,23 +6,27 @@
 //! | type | status | when |
 //! |---|---|---|
 //! | `/problems/bad-request` | 400 | malformed JSON, bad query parameter (unknown `view`, `limit` out of range, bad cursor), bad header |
+//! | `/problems/unauthorized` | 401 | authentication is on and the `Authorization: Bearer` key is missing, malformed, unknown, wrong or revoked (`WWW-Authenticate: Bearer`) |
+//! | `/problems/forbidden` | 403 | the key is valid but its role may not do this (a worker reading operations, a submitter claiming, a worker claiming names or queues outside its key) |
 //! | `/problems/not-found` | 404 | unknown route, or no operation with that id (a path id that is not a UUID names no operation, so it is `404` too) |
 //! | `/problems/method-not-allowed` | 405 | the route exists but not with this method (`Allow` lists the methods) |
 //! | `/problems/not-terminal` | 409 | deleting an operation that has not finished |
+//! | `/problems/idempotency-key-in-flight` | 409 | a submit whose `Idempotency-Key` is still being processed by an earlier request (`Retry-After`) |
 //! | `/problems/invalid-transition` | 409 | the lifecycle forbids the change (cancelling a finished operation, reporting twice); nothing was changed |
 //! | `/problems/stale-lease` | 409 | a worker report with a lease that is no longer current; nothing was changed |
 //! | `/problems/operation-failed` | 409 | the result of a failed operation (`error` member: `{code, type, message}`) |
 //! | `/problems/operation-cancelled` | 409 | the result of a cancelled operation |
 //! | `/problems/payload-too-large` | 413 | request body over the configured limit |
 //! | `/problems/unsupported-media-type` | 415 | a JSON body without `Content-Type: application/json` |
-//! | `/problems/validation-failed` | 422 | well-formed JSON that breaks the schema or a rule (wrong type, unknown or missing field, bad name, out-of-range number) |
+//! | `/problems/validation-failed` | 422 | well-formed JSON that breaks the schema or a rule (wrong type, unknown or missing field, bad name, out-of-range number, a field over its size limit, nesting too deep) |
 //! | `/problems/idempotency-key-reused` | 422 | an `Idempotency-Key` used before with a different body |
-//! | `/problems/parent-not-found` | 422 | `parentId` names no operation |
+//! | `/problems/parent-not-found` | 422 | `parentId` names no operation (that the caller may see) |
+//! | `/problems/rate-limited` | 429 | the key (or client) is over its rate limit (`Retry-After`) |
 //! | `/problems/unavailable` | 503 | the database failed or cannot be reached (the cause is logged, not shown) |
 //! | `/problems/timeout` | 503 | the request took longer than the configured request timeout |
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use longrun_core::{OperationError, Status, StoreError, TransitionError};
 use serde::Serialize;
@@ -34,6 +38,10 @@ use utoipa::ToSchema;
 pub enum ProblemKind {
     /// 400: the request is malformed.
     BadRequest,
+    /// 401: no valid API key.
+    Unauthorized,
+    /// 403: the key's role may not do this.
+    Forbidden,
     /// 404: no such route or operation.
     NotFound,
     /// 405: the route does not accept this method.
@@ -42,6 +50,8 @@ pub enum ProblemKind {
     NotTerminal,
     /// 409: the lifecycle forbids the change.
     InvalidTransition,
+    /// 409: an earlier request with the same idempotency key is still being processed.
+    IdempotencyKeyInFlight,
     /// 409: the worker's lease is no longer current.
     StaleLease,
     /// 409: the operation failed, so it has no result.
@@ -58,6 +68,8 @@ pub enum ProblemKind {
     IdempotencyKeyReused,
     /// 422: the parent operation does not exist.
     ParentNotFound,
+    /// 429: over the rate limit.
+    RateLimited,
     /// 503: the database is unavailable.
     Unavailable,
     /// 503: the request took too long.
@@ -70,16 +82,22 @@ impl ProblemKind {
         use ProblemKind::*;
         match self {
             BadRequest => StatusCode::BAD_REQUEST,
+            Unauthorized => StatusCode::UNAUTHORIZED,
+            Forbidden => StatusCode::FORBIDDEN,
             NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            NotTerminal | InvalidTransition | StaleLease | OperationFailed | OperationCancelled => {
-                StatusCode::CONFLICT
-            }
+            NotTerminal
+            | InvalidTransition
+            | IdempotencyKeyInFlight
+            | StaleLease
+            | OperationFailed
+            | OperationCancelled => StatusCode::CONFLICT,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ValidationFailed | IdempotencyKeyReused | ParentNotFound => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
+            RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Unavailable | Timeout => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -89,10 +107,13 @@ impl ProblemKind {
         use ProblemKind::*;
         match self {
             BadRequest => "/problems/bad-request",
+            Unauthorized => "/problems/unauthorized",
+            Forbidden => "/problems/forbidden",
             NotFound => "/problems/not-found",
             MethodNotAllowed => "/problems/method-not-allowed",
             NotTerminal => "/problems/not-terminal",
             InvalidTransition => "/problems/invalid-transition",
+            IdempotencyKeyInFlight => "/problems/idempotency-key-in-flight",
             StaleLease => "/problems/stale-lease",
             OperationFailed => "/problems/operation-failed",
             OperationCancelled => "/problems/operation-cancelled",
@@ -101,6 +122,7 @@ impl ProblemKind {
             ValidationFailed => "/problems/validation-failed",
             IdempotencyKeyReused => "/problems/idempotency-key-reused",
             ParentNotFound => "/problems/parent-not-found",
+            RateLimited => "/problems/rate-limited",
             Unavailable => "/problems/unavailable",
             Timeout => "/problems/timeout",
         }
@@ -111,10 +133,13 @@ impl ProblemKind {
         use ProblemKind::*;
         match self {
             BadRequest => "Bad request",
+            Unauthorized => "Unauthorized",
+            Forbidden => "Forbidden",
             NotFound => "Not found",
             MethodNotAllowed => "Method not allowed",
             NotTerminal => "Operation not finished",
             InvalidTransition => "Change not allowed",
+            IdempotencyKeyInFlight => "Idempotent request in progress",
             StaleLease => "Stale lease",
             OperationFailed => "Operation failed",
             OperationCancelled => "Operation cancelled",
@@ -123,6 +148,7 @@ impl ProblemKind {
             ValidationFailed => "Validation failed",
             IdempotencyKeyReused => "Idempotency key reused",
             ParentNotFound => "Parent operation not found",
+            RateLimited => "Too many requests",
             Unavailable => "Service unavailable",
             Timeout => "Request timed out",
         }
@@ -153,6 +179,7 @@ pub struct ApiError {
     kind: ProblemKind,
     detail: String,
     extensions: Map<String, Value>,
+    headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl ApiError {
@@ -162,7 +189,24 @@ impl ApiError {
             kind,
             detail: detail.into(),
             extensions: Map::new(),
+            headers: Vec::new(),
         }
+    }
+
+    /// The kind of problem.
+    pub fn kind(&self) -> ProblemKind {
+        self.kind
+    }
+
+    /// Adds a response header (e.g. `Retry-After`, `WWW-Authenticate`).
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    /// Adds `Retry-After: secs`.
+    pub fn retry_after(self, secs: u64) -> Self {
+        self.with_header(header::RETRY_AFTER, HeaderValue::from(secs))
     }
 
     /// Adds an extension member.
@@ -219,7 +263,7 @@ impl std::error::Error for ApiError {}
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
-        (
+        let mut response = (
             self.kind.status(),
             [(
                 header::CONTENT_TYPE,
@@ -227,7 +271,11 @@ impl IntoResponse for ApiError {
             )],
             body,
         )
-            .into_response()
+            .into_response();
+        for (name, value) in self.headers {
+            response.headers_mut().insert(name, value);
+        }
+        response
     }
 }
 

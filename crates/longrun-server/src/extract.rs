@@ -1,26 +1,64 @@
 //! Extractors whose rejections are problem documents instead of axum's plain-text answers.
 
+use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::error::ApiError;
+use crate::AppState;
+use crate::error::{ApiError, ProblemKind};
+use crate::limits;
 
-/// A JSON object request body. Syntax errors answer `400`; a body that is not an object or
-/// breaks the schema (wrong type, unknown or missing field) `422`, naming the field; a missing
-/// JSON `Content-Type` `415`; a body over the limit `413`.
+/// A JSON object request body. Syntax errors answer `400`; a body that is not an object,
+/// breaks the schema (wrong type, unknown or missing field, naming the field) or nests deeper
+/// than `ServerConfig::max_json_depth` `422`; a missing JSON `Content-Type` `415`; a body
+/// over the limit `413`.
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let axum::Json(value) = axum::Json::<Value>::from_request(request, state).await?;
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        if !is_json(request.headers()) {
+            return Err(ApiError::new(
+                ProblemKind::UnsupportedMediaType,
+                "Expected request with `Content-Type: application/json`",
+            ));
+        }
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                let kind = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ProblemKind::PayloadTooLarge
+                } else {
+                    ProblemKind::BadRequest
+                };
+                ApiError::new(kind, rejection.body_text())
+            })?;
+        limits::check_depth(&bytes, state.config.max_json_depth)?;
+        let axum::Json(value) = axum::Json::<Value>::from_bytes(&bytes)?;
         from_object(value).map(JsonBody)
     }
+}
+
+/// Whether the request declares a JSON body (`application/json` or `application/*+json`).
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(essence) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+    else {
+        return false;
+    };
+    essence == "application/json"
+        || essence
+            .strip_prefix("application/")
+            .is_some_and(|subtype| subtype.ends_with("+json"))
 }
 
 /// Deserializes a request body that must be a JSON object (serde would also take an array

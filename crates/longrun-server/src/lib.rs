@@ -2,6 +2,10 @@
 //! Server-Sent Events, RFC 9457 problem documents for every error, the OpenAPI document
 //! (`/openapi.json`, Swagger UI at `/docs`), health probes, and the maintenance loop.
 //!
+//! Every `/v1` route takes an API key once any exists (see `auth` for the switch, `caller` for
+//! roles and tenants, `rate_limit`, `inflight` for idempotency keys in progress and `limits`
+//! for input limits); `/healthz`, `/readyz`, `/openapi.json` and `/docs` stay public.
+//!
 //! A binary needs four calls:
 //!
 //! ```no_run
@@ -21,21 +25,27 @@
 //! # Ok(()) }
 //! ```
 
+mod auth;
 mod base_url;
+mod caller;
 mod config;
 mod cursor;
 mod error;
 mod etag;
 mod extract;
 mod fingerprint;
+mod inflight;
+mod limits;
 mod maintenance;
 mod openapi;
 mod prefer;
+mod rate_limit;
 mod routes;
 mod shutdown;
 mod submission;
 mod timeout;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Extension;
@@ -48,7 +58,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
-pub use config::ServerConfig;
+pub use config::{RateLimit, ServerConfig};
 pub use error::{ApiError, Problem, ProblemKind};
 pub use maintenance::spawn_maintenance;
 
@@ -62,17 +72,26 @@ pub struct AppState {
 }
 
 /// The whole HTTP application: `/v1` routes, `/openapi.json`, `/docs`, `/healthz`, `/readyz`;
-/// unknown routes answer a `404` problem, a wrong method a `405` problem.
+/// unknown routes answer a `404` problem, a wrong method a `405` problem. It looks for API
+/// keys at its first `/v1` request (and warns there when it runs open).
 pub fn router(state: AppState) -> axum::Router {
-    let (api, document) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+    let gate = Arc::new(auth::Gate::new(&state.config));
+    guarded_router(state, gate)
+}
+
+fn guarded_router(state: AppState, gate: Arc<auth::Gate>) -> axum::Router {
+    let (api, mut document) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(routes::api())
         .split_for_parts();
+    openapi::secure(&mut document);
     let timeout = state.config.request_timeout;
     let body_limit = state.config.body_limit_bytes;
     api.merge(SwaggerUi::new("/docs").url("/openapi.json", document))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(Extension(gate))
+        .layer(Extension(Arc::new(inflight::InFlight::default())))
         .layer(axum::middleware::from_fn_with_state(
             timeout,
             timeout::limit,
@@ -83,20 +102,28 @@ pub fn router(state: AppState) -> axum::Router {
 
 /// Serves [`router`] on `listener` until `shutdown` completes, then shuts down gracefully:
 /// stops accepting connections, ends event streams and long-polls at once (a waiting claim
-/// answers no leases) and waits for the requests in flight.
+/// answers no leases) and waits for the requests in flight. Looks for API keys first and logs
+/// a warning when there are none (the server then runs open).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let gate = Arc::new(auth::Gate::new(&state.config));
+    if let Err(e) = gate.auth_on(&*state.store).await {
+        tracing::error!(error = %e, "cannot look for API keys yet; requests will look again");
+    }
     let stopping = CancellationToken::new();
-    let app = router(state).layer(Extension(stopping.clone()));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            stopping.cancel();
-        })
-        .await
+    let app = guarded_router(state, gate).layer(Extension(stopping.clone()));
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        stopping.cancel();
+    })
+    .await
 }
 
 async fn not_found(uri: Uri) -> ApiError {

@@ -1,7 +1,8 @@
 //! The OpenAPI 3.1 document: paths come from the `#[utoipa::path]` of each handler (collected by
-//! [`crate::routes::api`]); this module adds the document's header and the named schemas of
+//! [`crate::routes::api`]); this module adds the document's header, the named schemas of
 //! the three seed views, so a generated SDK has the seeds' models even where a response is
-//! "one of the views".
+//! "one of the views", and ([`secure`]) the bearer scheme with the `401`, `403` and `429`
+//! answers every `/v1` route can give.
 
 use std::borrow::Cow;
 
@@ -9,8 +10,12 @@ use longrun_core::views::{
     AsyncOperation, AsyncTask, AsyncTaskStatusEnum, GetStatusOfAnAsyncTask, View,
 };
 use longrun_core::{Operation, OperationError, Status};
-use utoipa::openapi::RefOr;
+use utoipa::openapi::header::Header;
+use utoipa::openapi::path::Operation as PathOperation;
+use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::schema::{OneOfBuilder, Ref, Schema};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{Content, Object, RefOr, Type};
 use utoipa::{OpenApi, PartialSchema, ToSchema};
 
 use crate::error::Problem;
@@ -77,4 +82,80 @@ impl ToSchema for OperationView {
         add::<GetStatusOfAnAsyncTask>(schemas);
         add::<AsyncTask>(schemas);
     }
+}
+
+/// The security scheme's name.
+const BEARER: &str = "bearer";
+
+/// Adds the bearer security scheme and, on every `/v1` operation, the requirement and the
+/// `401`, `403` and `429` problems (the health probes and the documentation stay public).
+pub fn secure(doc: &mut utoipa::openapi::OpenApi) {
+    let scheme = HttpBuilder::new()
+        .scheme(HttpAuthScheme::Bearer)
+        .bearer_format("lr_<32 hex id>_<64 hex secret>")
+        .description(Some(
+            "An API key from `longrun keys create`. Required once any key exists; until then \
+             the server runs open and ignores it.",
+        ))
+        .build();
+    doc.components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme(BEARER, SecurityScheme::Http(scheme));
+    for (path, item) in doc.paths.paths.iter_mut() {
+        if !path.starts_with("/v1/") {
+            continue;
+        }
+        let operations = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.delete,
+        ];
+        for operation in operations.into_iter().flatten() {
+            guard(operation);
+        }
+    }
+}
+
+fn guard(operation: &mut PathOperation) {
+    operation.security = Some(vec![SecurityRequirement::new(BEARER, Vec::<String>::new())]);
+    let integer = || Header::new(Object::with_type(Type::Integer));
+    for (status, response) in [
+        (
+            "401",
+            problem(
+                "Authentication is on and the API key is missing, malformed, unknown or revoked.",
+            )
+            .header("WWW-Authenticate", Header::default()),
+        ),
+        (
+            "403",
+            problem(
+                "The key's role may not do this (a worker reading operations, a submitter using \
+                 the worker protocol, a worker submitting a root operation or claiming names or \
+                 queues outside its key).",
+            ),
+        ),
+        (
+            "429",
+            problem("Over the key's rate limit.").header("Retry-After", {
+                let mut header = integer();
+                header.description = Some("Seconds until a request will be accepted.".into());
+                header
+            }),
+        ),
+    ] {
+        operation
+            .responses
+            .responses
+            .insert(status.to_owned(), RefOr::T(response.build()));
+    }
+}
+
+/// A response whose body is a problem document.
+fn problem(description: &str) -> ResponseBuilder {
+    ResponseBuilder::new().description(description).content(
+        "application/problem+json",
+        Content::new(Some(Ref::from_schema_name(Problem::name()))),
+    )
 }

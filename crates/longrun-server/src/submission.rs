@@ -1,16 +1,17 @@
-//! Turning a submit request into a validated [`NewOperation`]: defaults, the retry policy,
-//! trace context, the owner and the idempotency fingerprint.
+//! Turning a submit request into a validated [`NewOperation`]: field size limits, defaults,
+//! the retry policy, trace context, the owner and the idempotency fingerprint.
 
 use axum::http::HeaderMap;
 use longrun_core::traceparent::TraceIds;
 use longrun_core::wire::SubmitRequest;
-use longrun_core::{Idempotency, NewOperation, SubmitDefaults};
+use longrun_core::{Idempotency, NewOperation, Owner, SubmitDefaults};
 use serde_json::Value;
 
 use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::extract::from_object;
 use crate::fingerprint::fingerprint;
+use crate::limits;
 
 /// The `Idempotency-Key` request header.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -18,15 +19,30 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// Longest accepted `Idempotency-Key`.
 const MAX_KEY_CHARS: usize = 255;
 
-/// Validates the parsed submit `body` and fills in every default. `request_url` (absolute)
-/// becomes `meta.url` when the body gives none.
+/// The submit request in the parsed `body`: `422` when it breaks the schema or one of its
+/// `args`, `kwargs` and `content` is over `ServerConfig::max_field_bytes`.
+pub fn request(body: &Value, config: &ServerConfig) -> Result<SubmitRequest, ApiError> {
+    let request: SubmitRequest = from_object(body.clone())?;
+    for (field, value) in [
+        ("args", &request.args),
+        ("kwargs", &request.kwargs),
+        ("content", &request.content),
+    ] {
+        limits::check_size(field, value.as_ref(), config.max_field_bytes)?;
+    }
+    Ok(request)
+}
+
+/// Validates `request` (parsed from `body`) and fills in every default. `request_url`
+/// (absolute) becomes `meta.url` when the body gives none; `owner` comes from the caller.
 pub fn new_operation(
+    request: SubmitRequest,
     body: &Value,
     headers: &HeaderMap,
     request_url: String,
     config: &ServerConfig,
+    owner: Owner,
 ) -> Result<NewOperation, ApiError> {
-    let request: SubmitRequest = from_object(body.clone())?;
     let trace = headers
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
@@ -34,7 +50,7 @@ pub fn new_operation(
         .unwrap_or_else(TraceIds::generate);
     let defaults = SubmitDefaults {
         retry_policy: config.default_retry_policy,
-        owner: config.default_owner.clone(),
+        owner,
         trace,
         request_url: Some(request_url),
     };

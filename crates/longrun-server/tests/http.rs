@@ -1,6 +1,8 @@
 //! HTTP tests of the longrun API against a real SQLite store in a temporary directory: every
 //! route, view and error case, long-poll, Server-Sent Events, the worker protocol, the
-//! maintenance loop, the OpenAPI document, and graceful shutdown of a real server.
+//! maintenance loop, the OpenAPI document, and graceful shutdown of a real server; then API
+//! keys, roles, tenant isolation, rate limits and input limits, and a property test over
+//! arbitrary request bodies.
 
 mod support {
     use std::sync::Arc;
@@ -10,7 +12,7 @@ mod support {
     use axum::body::{Body, Bytes};
     use axum::http::{HeaderMap, Method, Request, StatusCode};
     use http_body_util::BodyExt;
-    use longrun_core::{Store, SystemClock};
+    use longrun_core::{NewKey, Role, Store, SystemClock, Token};
     use longrun_server::{AppState, ServerConfig, router};
     use longrun_sqlite::SqliteStore;
     use serde_json::{Value, json};
@@ -34,6 +36,14 @@ mod support {
         }
 
         pub async fn with(config: ServerConfig) -> Self {
+            Self::wrapping(config, |store| store).await
+        }
+
+        /// The router over `wrap` of the SQLite store (to slow it down, say).
+        pub async fn wrapping(
+            config: ServerConfig,
+            wrap: impl FnOnce(Arc<SqliteStore>) -> Arc<dyn Store>,
+        ) -> Self {
             let dir = tempfile::tempdir().unwrap();
             let url = format!("sqlite://{}", dir.path().join("longrun.db").display());
             let store = Arc::new(
@@ -43,7 +53,7 @@ mod support {
             );
             let config = Arc::new(config);
             let state = AppState {
-                store: store.clone() as Arc<dyn Store>,
+                store: wrap(store.clone()),
                 config: config.clone(),
             };
             Self {
@@ -140,6 +150,113 @@ mod support {
             assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
             reply.json()
         }
+
+        /// A new API key of `role` for customer `customer` and user `user` (named `user-N`),
+        /// created in the store as `longrun keys create` does.
+        pub async fn key(&self, customer: i64, user: i64, role: Role) -> Key {
+            self.key_for(NewKey {
+                customer,
+                customer_name: format!("customer-{customer}"),
+                user,
+                user_name: format!("user-{user}"),
+                role,
+                names: vec![],
+                queues: vec![],
+            })
+            .await
+        }
+
+        /// A new API key as described.
+        pub async fn key_for(&self, key: NewKey) -> Key {
+            let token = Token::generate();
+            let stored = self.store.create_key(key, &token).await.unwrap();
+            Key {
+                id: stored.id,
+                bearer: format!("Bearer {token}"),
+            }
+        }
+
+        /// A request carrying `key`.
+        pub async fn call_as(
+            &self,
+            key: &Key,
+            method: Method,
+            uri: &str,
+            body: Option<Value>,
+            headers: &[(&str, &str)],
+        ) -> Reply {
+            let mut all = vec![("authorization", key.bearer.as_str())];
+            all.extend_from_slice(headers);
+            self.call(method, uri, body, &all).await
+        }
+
+        /// `GET` with `key`.
+        pub async fn get_as(&self, key: &Key, uri: &str) -> Reply {
+            self.call_as(key, Method::GET, uri, None, &[]).await
+        }
+
+        /// `POST` with `key`.
+        pub async fn post_as(&self, key: &Key, uri: &str, body: Value) -> Reply {
+            self.call_as(key, Method::POST, uri, Some(body), &[]).await
+        }
+
+        /// Submits with `key` and returns the canonical operation (asserting `202`).
+        pub async fn submit_as(&self, key: &Key, body: Value) -> Value {
+            let reply = self.post_as(key, "/v1/operations", body).await;
+            assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text());
+            reply.json()
+        }
+
+        /// Claims exactly one operation named `name` with `key`: (lease id, operation).
+        pub async fn claim_one_as(&self, key: &Key, name: &str) -> (String, Value) {
+            let body = json!({"worker": "w1", "names": [name], "max": 1, "leaseSecs": 60});
+            let reply = self.post_as(key, "/v1/workers/claim", body).await;
+            assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+            let leases = reply.json()["leases"].as_array().unwrap().clone();
+            assert_eq!(leases.len(), 1, "expected one lease: {leases:?}");
+            (
+                leases[0]["leaseId"].as_str().unwrap().to_owned(),
+                leases[0]["operation"].clone(),
+            )
+        }
+    }
+
+    /// An API key as a client holds it.
+    #[derive(Debug, Clone)]
+    pub struct Key {
+        pub id: uuid::Uuid,
+        /// The `Authorization` header value.
+        pub bearer: String,
+    }
+
+    /// Every `/v1` route, as (method, URI, body), on operation `id` with lease `lease`; the
+    /// bodies are valid.
+    pub fn v1_routes(id: &str, lease: &str) -> Vec<(Method, String, Option<Value>)> {
+        let op = format!("/v1/operations/{id}");
+        let lease = json!({ "leaseId": lease });
+        let failure = json!({"leaseId": lease["leaseId"], "error": {"type": "E", "message": "m"}, "retryable": false});
+        vec![
+            (
+                Method::POST,
+                "/v1/operations".into(),
+                Some(json!({"name": "probe"})),
+            ),
+            (Method::GET, "/v1/operations".into(), None),
+            (Method::GET, op.clone(), None),
+            (Method::DELETE, op.clone(), None),
+            (Method::POST, format!("{op}/cancel"), None),
+            (Method::GET, format!("{op}/result"), None),
+            (Method::GET, format!("{op}/events"), None),
+            (
+                Method::POST,
+                "/v1/workers/claim".into(),
+                Some(json!({"worker": "w"})),
+            ),
+            (Method::POST, format!("{op}/heartbeat"), Some(lease.clone())),
+            (Method::POST, format!("{op}/complete"), Some(lease.clone())),
+            (Method::POST, format!("{op}/fail"), Some(failure)),
+            (Method::POST, format!("{op}/release"), Some(lease)),
+        ]
     }
 
     /// A buffered response.
@@ -1758,5 +1875,1277 @@ mod openapi {
             "the UI's script is served, not fetched from a CDN"
         );
         assert!(bundle.body.len() > 100_000);
+    }
+}
+
+mod auth {
+    use std::time::Duration;
+
+    use axum::http::{Method, StatusCode};
+    use longrun_core::{Role, Store, Token};
+    use longrun_server::ServerConfig;
+    use serde_json::json;
+
+    use crate::support::{TestApp, v1_routes};
+
+    const CHALLENGE: &str = r#"Bearer realm="longrun""#;
+    const INVALID_TOKEN: &str = r#"Bearer realm="longrun", error="invalid_token""#;
+
+    #[tokio::test]
+    async fn every_v1_route_needs_a_key_and_the_probes_and_docs_stay_public() {
+        let app = TestApp::new().await;
+        let admin = app.key(10, 1, Role::Admin).await;
+        let op = app.submit_as(&admin, json!({"name": "guarded"})).await;
+        let id = op["id"].as_str().unwrap();
+        for (method, uri, body) in v1_routes(id, "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b") {
+            let reply = app.call(method.clone(), &uri, body, &[]).await;
+            let problem = reply.problem(StatusCode::UNAUTHORIZED, "/problems/unauthorized");
+            assert_eq!(
+                reply.header("www-authenticate"),
+                Some(CHALLENGE),
+                "{method} {uri}"
+            );
+            assert!(
+                problem["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("Authorization")
+            );
+        }
+        for uri in ["/healthz", "/readyz", "/openapi.json", "/docs/"] {
+            assert_eq!(app.get(uri).await.status, StatusCode::OK, "{uri}");
+        }
+        let now = app
+            .get_as(&admin, &format!("/v1/operations/{id}"))
+            .await
+            .json();
+        assert_eq!(now, op, "refused requests changed nothing");
+        let listed = app.get_as(&admin, "/v1/operations").await.json();
+        assert_eq!(
+            listed["operations"].as_array().unwrap().len(),
+            1,
+            "no probe was submitted"
+        );
+    }
+
+    #[tokio::test]
+    async fn malformed_unknown_wrong_and_revoked_keys_are_401_and_revocation_is_immediate() {
+        let app = TestApp::new().await;
+        let key = app.key(10, 1, Role::Submitter).await;
+        assert_eq!(
+            app.get_as(&key, "/v1/operations").await.status,
+            StatusCode::OK
+        );
+
+        let good = key.bearer.strip_prefix("Bearer ").unwrap().to_owned();
+        let stored = Token::parse(&good).unwrap();
+        let wrong_secret = Token {
+            id: stored.id,
+            secret: "0".repeat(64),
+        };
+        let mut invalid = Vec::new();
+        for authorization in [
+            "Bearer".to_owned(),
+            "Bearer nonsense".to_owned(),
+            format!("Basic {good}"),
+            format!("Bearer {}", &good[..good.len() - 1]),
+            format!("Bearer {}", Token::generate()),
+            format!("Bearer {wrong_secret}"),
+        ] {
+            let reply = app
+                .call(
+                    Method::GET,
+                    "/v1/operations",
+                    None,
+                    &[("authorization", &authorization)],
+                )
+                .await;
+            let problem = reply.problem(StatusCode::UNAUTHORIZED, "/problems/unauthorized");
+            assert_eq!(
+                reply.header("www-authenticate"),
+                Some(INVALID_TOKEN),
+                "{authorization}"
+            );
+            invalid.push(problem);
+        }
+        // An unknown id and a wrong secret answer alike: nothing tells which.
+        assert_eq!(invalid[4], invalid[5]);
+
+        // Lower-case scheme and surrounding spaces are fine.
+        let relaxed = format!("bearer   {good} ");
+        let reply = app
+            .call(
+                Method::GET,
+                "/v1/operations",
+                None,
+                &[("authorization", &relaxed)],
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+
+        app.store.revoke_key(key.id).await.unwrap();
+        let revoked = app.get_as(&key, "/v1/operations").await;
+        let problem = revoked.problem(StatusCode::UNAUTHORIZED, "/problems/unauthorized");
+        assert_eq!(
+            problem, invalid[5],
+            "a revoked key answers like an unknown one"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_first_key_turns_authentication_on_without_a_restart_and_it_stays_on() {
+        let app = TestApp::with(ServerConfig {
+            key_recheck_interval: Duration::from_millis(100),
+            ..Default::default()
+        })
+        .await;
+        // Open: no key needed, and a key-looking header is ignored.
+        assert_eq!(app.get("/v1/operations").await.status, StatusCode::OK);
+        let header = [("authorization", "Bearer garbage")];
+        let open = app.call(Method::GET, "/v1/operations", None, &header).await;
+        assert_eq!(open.status, StatusCode::OK);
+        let op = app.submit_named("before.keys").await;
+        assert_eq!(op["customer"], 1, "open mode submits as the default owner");
+
+        let key = app.key(10, 1, Role::Admin).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while app.get("/v1/operations").await.status != StatusCode::UNAUTHORIZED {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "authentication never turned on"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            app.get_as(&key, "/v1/operations").await.status,
+            StatusCode::OK
+        );
+
+        // Revoking the last key locks everyone out; it does not open the server again.
+        app.store.revoke_key(key.id).await.unwrap();
+        assert!(!app.store.has_active_keys().await.unwrap());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        app.get("/v1/operations")
+            .await
+            .problem(StatusCode::UNAUTHORIZED, "/problems/unauthorized");
+        app.get_as(&key, "/v1/operations")
+            .await
+            .problem(StatusCode::UNAUTHORIZED, "/problems/unauthorized");
+    }
+}
+
+mod roles {
+    use axum::http::{Method, StatusCode};
+    use longrun_core::{NewKey, Role};
+    use serde_json::{Value, json};
+
+    use crate::support::{TestApp, v1_routes};
+
+    #[tokio::test]
+    async fn each_role_gets_403_outside_its_routes_and_nothing_changes() {
+        let app = TestApp::new().await;
+        let submitter = app.key(10, 1, Role::Submitter).await;
+        let worker = app.key(10, 2, Role::Worker).await;
+        let admin = app.key(10, 3, Role::Admin).await;
+        let op = app.submit_as(&submitter, json!({"name": "matrix"})).await;
+        let id = op["id"].as_str().unwrap();
+        let lease = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b";
+
+        let routes = v1_routes(id, lease);
+        let (client, work) = routes.split_at(7);
+        for (method, uri, body) in client {
+            let reply = app
+                .call_as(&worker, method.clone(), uri, body.clone(), &[])
+                .await;
+            let problem = reply.problem(StatusCode::FORBIDDEN, "/problems/forbidden");
+            assert!(
+                problem["detail"].as_str().unwrap().contains("worker"),
+                "{method} {uri}: {problem}"
+            );
+        }
+        for (method, uri, body) in work {
+            let reply = app
+                .call_as(&submitter, method.clone(), uri, body.clone(), &[])
+                .await;
+            let problem = reply.problem(StatusCode::FORBIDDEN, "/problems/forbidden");
+            assert!(
+                problem["detail"].as_str().unwrap().contains("submitter"),
+                "{method} {uri}: {problem}"
+            );
+        }
+        // Nothing was submitted, claimed, cancelled or deleted.
+        assert_eq!(
+            app.get_as(&admin, &format!("/v1/operations/{id}"))
+                .await
+                .json(),
+            op
+        );
+        let all = app.get_as(&admin, "/v1/operations").await.json();
+        assert_eq!(all["operations"].as_array().unwrap().len(), 1);
+
+        // The admin may do both sides.
+        let (lease, _) = app.claim_one_as(&admin, "matrix").await;
+        let done = app
+            .post_as(
+                &admin,
+                &format!("/v1/operations/{id}/complete"),
+                json!({"leaseId": lease, "result": 1}),
+            )
+            .await;
+        assert_eq!(done.status, StatusCode::OK, "{}", done.text());
+        let result = app
+            .get_as(&admin, &format!("/v1/operations/{id}/result"))
+            .await;
+        assert_eq!(result.json(), json!(1));
+        let deleted = app
+            .call_as(
+                &admin,
+                Method::DELETE,
+                &format!("/v1/operations/{id}"),
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    }
+
+    #[tokio::test]
+    async fn owner_fields_come_from_the_key_never_from_the_body() {
+        let app = TestApp::new().await;
+        let alice = app
+            .key_for(NewKey {
+                customer: 10,
+                customer_name: "Acme".into(),
+                user: 7,
+                user_name: "alice".into(),
+                role: Role::Submitter,
+                names: vec![],
+                queues: vec![],
+            })
+            .await;
+        let op = app.submit_as(&alice, json!({"name": "owned"})).await;
+        assert_eq!(
+            (op["customer"].clone(), op["createdBy"].clone()),
+            (json!(10), json!(7))
+        );
+        assert_eq!(op["createdByName"], "alice");
+        for field in ["customer", "createdBy", "createdByName"] {
+            let mut body = json!({"name": "spoof"});
+            body[field] = json!(99);
+            let reply = app.post_as(&alice, "/v1/operations", body).await;
+            let problem = reply.problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "/problems/validation-failed",
+            );
+            assert!(
+                problem["detail"].as_str().unwrap().contains(field),
+                "{problem}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_workers_child_belongs_to_its_parents_customer_and_needs_a_running_parent() {
+        let app = TestApp::new().await;
+        let a = app.key(10, 1, Role::Submitter).await;
+        let b = app.key(20, 2, Role::Submitter).await;
+        let robot = app.key(99, 5, Role::Worker).await;
+        let parent = app.submit_as(&a, json!({"name": "job.parent"})).await;
+        let waiting = app.submit_as(&a, json!({"name": "job.waiting"})).await;
+        app.claim_one_as(&robot, "job.parent").await;
+
+        let child = app
+            .submit_as(
+                &robot,
+                json!({"name": "job.child", "parentId": parent["id"]}),
+            )
+            .await;
+        assert_eq!(child["customer"], 10, "the parent's customer");
+        assert_eq!(child["createdBy"], 5, "the worker key's user");
+        assert_eq!(child["createdByName"], "user-5");
+        assert_eq!(child["rootId"], parent["id"]);
+        let child_uri = format!("/v1/operations/{}", child["id"].as_str().unwrap());
+        assert_eq!(app.get_as(&a, &child_uri).await.json(), child);
+        app.get_as(&b, &child_uri)
+            .await
+            .problem(StatusCode::NOT_FOUND, "/problems/not-found");
+
+        let root = app
+            .post_as(&robot, "/v1/operations", json!({"name": "job.root"}))
+            .await;
+        root.problem(StatusCode::FORBIDDEN, "/problems/forbidden");
+        // A parent the worker is not running is as good as unknown.
+        let of_pending = app
+            .post_as(
+                &robot,
+                "/v1/operations",
+                json!({"name": "job.child", "parentId": waiting["id"]}),
+            )
+            .await;
+        let unknown = app
+            .post_as(
+                &robot,
+                "/v1/operations",
+                json!({"name": "job.child", "parentId": "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"}),
+            )
+            .await;
+        let problem = of_pending.problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/problems/parent-not-found",
+        );
+        let expected = unknown.problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/problems/parent-not-found",
+        );
+        assert_eq!(
+            problem
+                .to_string()
+                .replace(waiting["id"].as_str().unwrap(), "ID"),
+            expected
+                .to_string()
+                .replace("0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", "ID")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_worker_keys_names_and_queues_bound_what_it_claims() {
+        let app = TestApp::new().await;
+        let a = app.key(10, 1, Role::Submitter).await;
+        let renderer = app
+            .key_for(NewKey {
+                customer: 99,
+                customer_name: "ops".into(),
+                user: 5,
+                user_name: "renderer".into(),
+                role: Role::Worker,
+                names: vec!["render".into()],
+                queues: vec!["gpu".into()],
+            })
+            .await;
+        for (name, queue) in [("render", "gpu"), ("render", "default"), ("other", "gpu")] {
+            app.submit_as(&a, json!({"name": name, "queue": queue}))
+                .await;
+        }
+        let claim = |body: Value| app.post_as(&renderer, "/v1/workers/claim", body);
+        claim(json!({"worker": "w", "names": ["other"]}))
+            .await
+            .problem(StatusCode::FORBIDDEN, "/problems/forbidden");
+        claim(json!({"worker": "w", "queues": ["default"]}))
+            .await
+            .problem(StatusCode::FORBIDDEN, "/problems/forbidden");
+        let reply = claim(json!({"worker": "w", "names": ["other", "render"], "max": 10})).await;
+        let leases = reply.json()["leases"].as_array().unwrap().clone();
+        assert_eq!(leases.len(), 1, "{leases:?}");
+        assert_eq!(leases[0]["operation"]["name"], "render");
+        assert_eq!(leases[0]["operation"]["queue"], "gpu");
+        let reply = claim(json!({"worker": "w", "max": 10})).await;
+        assert_eq!(
+            reply.json()["leases"],
+            json!([]),
+            "nothing else is within the key"
+        );
+
+        // A child of an operation outside the key's names is refused even while it runs.
+        let any = app.key(99, 6, Role::Worker).await;
+        let (_, other) = app.claim_one_as(&any, "other").await;
+        let child = app
+            .post_as(
+                &renderer,
+                "/v1/operations",
+                json!({"name": "c", "parentId": other["id"]}),
+            )
+            .await;
+        child.problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/problems/parent-not-found",
+        );
+    }
+}
+
+mod tenants {
+    use std::time::{Duration, Instant};
+
+    use axum::http::{Method, StatusCode};
+    use longrun_core::Role;
+    use serde_json::{Value, json};
+
+    use crate::support::{Key, TestApp, open_events};
+
+    const UNKNOWN: &str = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b";
+
+    /// Asserts that asking for `id` answers exactly what asking for an unknown id does.
+    async fn as_if_unknown(
+        app: &TestApp,
+        key: &Key,
+        method: Method,
+        suffix: &str,
+        id: &str,
+        headers: &[(&str, &str)],
+    ) {
+        let theirs = app
+            .call_as(
+                key,
+                method.clone(),
+                &format!("/v1/operations/{id}{suffix}"),
+                None,
+                headers,
+            )
+            .await;
+        let nobody = app
+            .call_as(
+                key,
+                method.clone(),
+                &format!("/v1/operations/{UNKNOWN}{suffix}"),
+                None,
+                headers,
+            )
+            .await;
+        theirs.problem(StatusCode::NOT_FOUND, "/problems/not-found");
+        assert_eq!(
+            theirs.text().replace(id, "ID"),
+            nobody.text().replace(UNKNOWN, "ID"),
+            "{method} {suffix}"
+        );
+        assert_eq!(
+            theirs.headers.len(),
+            nobody.headers.len(),
+            "{method} {suffix}"
+        );
+    }
+
+    #[tokio::test]
+    async fn another_tenants_operation_is_404_on_every_route_and_is_left_alone() {
+        let app = TestApp::new().await;
+        let a = app.key(10, 1, Role::Submitter).await;
+        let b = app.key(20, 2, Role::Submitter).await;
+        let worker = app.key(99, 3, Role::Worker).await;
+        let pending = app.submit_as(&a, json!({"name": "iso.pending"})).await;
+        let done = app.submit_as(&a, json!({"name": "iso.done"})).await;
+        let (lease, _) = app.claim_one_as(&worker, "iso.done").await;
+        let done_id = done["id"].as_str().unwrap();
+        let completed = app
+            .post_as(
+                &worker,
+                &format!("/v1/operations/{done_id}/complete"),
+                json!({"leaseId": lease, "result": "secret"}),
+            )
+            .await;
+        assert_eq!(completed.status, StatusCode::OK);
+        let done = app
+            .get_as(&a, &format!("/v1/operations/{done_id}"))
+            .await
+            .json();
+
+        for op in [&pending, &done] {
+            let id = op["id"].as_str().unwrap();
+            for (method, suffix) in [
+                (Method::GET, ""),
+                (Method::DELETE, ""),
+                (Method::POST, "/cancel"),
+                (Method::GET, "/result"),
+                (Method::GET, "/events"),
+            ] {
+                as_if_unknown(&app, &b, method, suffix, id, &[]).await;
+            }
+            // A long-poll answers at once, as for an unknown id.
+            let started = Instant::now();
+            as_if_unknown(&app, &b, Method::GET, "", id, &[("prefer", "wait=5")]).await;
+            assert!(
+                started.elapsed() < Duration::from_secs(3),
+                "the long-poll waited"
+            );
+            let unchanged = app.get_as(&a, &format!("/v1/operations/{id}")).await.json();
+            assert_eq!(&unchanged, op, "b's requests changed a's operation");
+        }
+        let result = app
+            .get_as(&a, &format!("/v1/operations/{done_id}/result"))
+            .await;
+        assert_eq!(result.json(), json!("secret"));
+
+        // A child of another tenant's operation: its parent is as good as unknown.
+        let child = |parent: &str| {
+            app.post_as(
+                &b,
+                "/v1/operations",
+                json!({"name": "c", "parentId": parent}),
+            )
+        };
+        let theirs = child(pending["id"].as_str().unwrap()).await;
+        let nobody = child(UNKNOWN).await;
+        theirs.problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/problems/parent-not-found",
+        );
+        assert_eq!(
+            theirs.text().replace(pending["id"].as_str().unwrap(), "ID"),
+            nobody.text().replace(UNKNOWN, "ID")
+        );
+    }
+
+    fn ids(reply: &crate::support::Reply) -> Vec<Value> {
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        reply.json()["operations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|op| op["id"].clone())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn listings_show_only_the_callers_tenant_whatever_the_filters() {
+        let app = TestApp::new().await;
+        let a = app.key(10, 1, Role::Submitter).await;
+        let b = app.key(20, 2, Role::Submitter).await;
+        let admin = app.key(30, 3, Role::Admin).await;
+        let a1 = app.submit_as(&a, json!({"name": "list.x"})).await;
+        let a2 = app
+            .submit_as(&a, json!({"name": "list.x", "parentId": a1["id"]}))
+            .await;
+        let b1 = app.submit_as(&b, json!({"name": "list.x"})).await;
+
+        assert_eq!(
+            ids(&app.get_as(&a, "/v1/operations").await),
+            vec![a2["id"].clone(), a1["id"].clone()]
+        );
+        assert_eq!(
+            ids(&app.get_as(&b, "/v1/operations?name=list.x").await),
+            vec![b1["id"].clone()]
+        );
+        let a1_id = a1["id"].as_str().unwrap();
+        for query in [
+            "customer=10".to_owned(),
+            format!("parentId={a1_id}"),
+            format!("rootId={a1_id}"),
+            "customer=10&status=pending".to_owned(),
+        ] {
+            let reply = app.get_as(&b, &format!("/v1/operations?{query}")).await;
+            assert_eq!(ids(&reply), Vec::<Value>::new(), "{query}");
+        }
+        assert_eq!(
+            ids(&app.get_as(&b, "/v1/operations?customer=20").await),
+            vec![b1["id"].clone()]
+        );
+        assert_eq!(ids(&app.get_as(&admin, "/v1/operations").await).len(), 3);
+        assert_eq!(
+            ids(&app.get_as(&admin, "/v1/operations?customer=10").await),
+            vec![a2["id"].clone(), a1["id"].clone()]
+        );
+        app.get_as(&admin, "/v1/operations?customer=ten")
+            .await
+            .problem(StatusCode::BAD_REQUEST, "/problems/bad-request");
+    }
+
+    #[tokio::test]
+    async fn an_admin_sees_and_manages_every_tenant() {
+        let app = TestApp::new().await;
+        let a = app.key(10, 1, Role::Submitter).await;
+        let admin = app.key(30, 3, Role::Admin).await;
+        let op = app.submit_as(&a, json!({"name": "adm"})).await;
+        let id = op["id"].as_str().unwrap();
+        assert_eq!(
+            app.get_as(&admin, &format!("/v1/operations/{id}"))
+                .await
+                .json(),
+            op
+        );
+        let cancelled = app
+            .call_as(
+                &admin,
+                Method::POST,
+                &format!("/v1/operations/{id}/cancel"),
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(cancelled.status, StatusCode::OK, "{}", cancelled.text());
+        assert_eq!(cancelled.json()["customer"], 10);
+    }
+
+    #[tokio::test]
+    async fn idempotency_keys_of_two_tenants_do_not_collide() {
+        let app = TestApp::new().await;
+        let a = app.key(10, 1, Role::Submitter).await;
+        let b = app.key(20, 2, Role::Submitter).await;
+        let send = |key: &Key, body: Value| {
+            let key = key.clone();
+            let app = &app;
+            async move {
+                app.call_as(
+                    &key,
+                    Method::POST,
+                    "/v1/operations",
+                    Some(body),
+                    &[("idempotency-key", "same")],
+                )
+                .await
+            }
+        };
+        let first_a = send(&a, json!({"name": "pay", "kwargs": {"to": "a"}})).await;
+        let first_b = send(&b, json!({"name": "pay", "kwargs": {"to": "b"}})).await;
+        for reply in [&first_a, &first_b] {
+            assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text());
+            assert_eq!(reply.header("idempotent-replayed"), None);
+        }
+        assert_ne!(first_a.json()["id"], first_b.json()["id"]);
+        let again_b = send(&b, json!({"name": "pay", "kwargs": {"to": "b"}})).await;
+        assert_eq!(again_b.header("idempotent-replayed"), Some("true"));
+        assert_eq!(again_b.json()["id"], first_b.json()["id"]);
+        assert_eq!(again_b.json()["customer"], 20);
+        send(&a, json!({"name": "pay", "kwargs": {"to": "b"}}))
+            .await
+            .problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "/problems/idempotency-key-reused",
+            );
+    }
+
+    #[tokio::test]
+    async fn the_event_stream_of_another_tenants_operation_is_404() {
+        let app = TestApp::new().await;
+        let a = app.key(10, 1, Role::Submitter).await;
+        let b = app.key(20, 2, Role::Submitter).await;
+        let op = app.submit_as(&a, json!({"name": "sse"})).await;
+        let uri = format!("/v1/operations/{}/events", op["id"].as_str().unwrap());
+        app.get_as(&b, &uri)
+            .await
+            .problem(StatusCode::NOT_FOUND, "/problems/not-found");
+        let mut own = open_events(&app, &uri, &[("authorization", &a.bearer)]).await;
+        let first = own.next().await.unwrap();
+        assert_eq!(first.event.as_deref(), Some("pending"));
+        assert_eq!(first.json()["customer"], 10);
+    }
+}
+
+mod limits {
+    use std::num::NonZeroU32;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use longrun_core::write::Edit;
+    use longrun_core::{
+        ApiKey, Change, ClaimFilter, ClaimQuery, Lease, ListQuery, NewKey, NewOperation, Operation,
+        Page, Role, Store, StoreError, Submitted, Token,
+    };
+    use longrun_server::{RateLimit, ServerConfig};
+    use longrun_sqlite::SqliteStore;
+    use serde_json::{Value, json};
+    use time::OffsetDateTime;
+    use tokio::sync::{Notify, Semaphore, broadcast};
+    use tower::ServiceExt;
+    use uuid::Uuid;
+
+    use crate::support::{HOST, TestApp};
+
+    #[tokio::test]
+    async fn a_key_over_its_rate_gets_429_with_retry_after_and_others_are_unaffected() {
+        let app = TestApp::with(ServerConfig {
+            rate_limit: Some(RateLimit {
+                per_second: NonZeroU32::new(1).unwrap(),
+                burst: NonZeroU32::new(3).unwrap(),
+            }),
+            ..Default::default()
+        })
+        .await;
+        let busy = app.key(10, 1, Role::Submitter).await;
+        let calm = app.key(10, 2, Role::Submitter).await;
+        for _ in 0..3 {
+            assert_eq!(
+                app.get_as(&busy, "/v1/operations").await.status,
+                StatusCode::OK
+            );
+        }
+        let mut refused = None;
+        for _ in 0..20 {
+            let reply = app.get_as(&busy, "/v1/operations").await;
+            if reply.status == StatusCode::TOO_MANY_REQUESTS {
+                refused = Some(reply);
+                break;
+            }
+        }
+        let refused = refused.expect("no 429 after the burst");
+        refused.problem(StatusCode::TOO_MANY_REQUESTS, "/problems/rate-limited");
+        assert_eq!(refused.header("retry-after"), Some("1"));
+        assert_eq!(
+            app.get_as(&calm, "/v1/operations").await.status,
+            StatusCode::OK
+        );
+
+        // Failed authentication is charged to the client, so guessing keys is limited too.
+        let guess = crate::support::Key {
+            id: Uuid::nil(),
+            bearer: format!("Bearer {}", Token::generate()),
+        };
+        let mut statuses = Vec::new();
+        for _ in 0..20 {
+            statuses.push(app.get_as(&guess, "/v1/operations").await.status);
+        }
+        assert_eq!(&statuses[..3], &[StatusCode::UNAUTHORIZED; 3]);
+        assert!(
+            statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+            "{statuses:?}"
+        );
+
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(
+            app.get_as(&busy, "/v1/operations").await.status,
+            StatusCode::OK
+        );
+    }
+
+    #[tokio::test]
+    async fn args_kwargs_content_and_result_over_the_field_limit_are_422() {
+        let app = TestApp::with(ServerConfig {
+            max_field_bytes: 1024,
+            ..Default::default()
+        })
+        .await;
+        let big = "x".repeat(1100);
+        for (field, value) in [
+            ("args", json!([big])),
+            ("kwargs", json!({"k": big})),
+            ("content", json!(big)),
+        ] {
+            let mut body = json!({"name": "big"});
+            body[field] = value;
+            let reply = app.post("/v1/operations", body).await;
+            let problem = reply.problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "/problems/validation-failed",
+            );
+            let detail = problem["detail"].as_str().unwrap();
+            assert!(
+                detail.contains(&format!("`{field}`")) && detail.contains("1024"),
+                "{detail}"
+            );
+        }
+        // Exactly at the limit is fine: a 1022-character string is 1024 bytes as JSON.
+        let at_limit = app
+            .submit(json!({"name": "big", "content": "x".repeat(1022)}))
+            .await;
+        assert_eq!(at_limit["content"].as_str().unwrap().len(), 1022);
+
+        let (lease, _) = app.claim_one("big").await;
+        let id = at_limit["id"].as_str().unwrap();
+        let before = app.operation(id).await;
+        let reply = app
+            .post(
+                &format!("/v1/operations/{id}/complete"),
+                json!({"leaseId": lease, "result": {"k": big}}),
+            )
+            .await;
+        let problem = reply.problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/problems/validation-failed",
+        );
+        assert!(problem["detail"].as_str().unwrap().contains("`result`"));
+        assert_eq!(
+            app.operation(id).await,
+            before,
+            "the rejected completion changed nothing"
+        );
+        let done = app
+            .post(
+                &format!("/v1/operations/{id}/complete"),
+                json!({"leaseId": lease, "result": "small"}),
+            )
+            .await;
+        assert_eq!(
+            done.status,
+            StatusCode::OK,
+            "the lease still holds: {}",
+            done.text()
+        );
+        assert_eq!(done.json()["result"], "small");
+    }
+
+    #[tokio::test]
+    async fn a_worker_name_uses_the_characters_of_a_task_name() {
+        let app = TestApp::new().await;
+        for worker in ["has space", "tab\t", "", &"w".repeat(201)] {
+            let reply = app
+                .post("/v1/workers/claim", json!({"worker": worker}))
+                .await;
+            let problem = reply.problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "/problems/validation-failed",
+            );
+            assert!(
+                problem["detail"].as_str().unwrap().contains("`worker`"),
+                "{problem}"
+            );
+        }
+        let host_pid = app
+            .post("/v1/workers/claim", json!({"worker": "build-7.example:42"}))
+            .await;
+        assert_eq!(host_pid.status, StatusCode::OK, "{}", host_pid.text());
+    }
+
+    fn nested(depth: usize) -> String {
+        format!("{}{}", "[".repeat(depth), "]".repeat(depth))
+    }
+
+    async fn raw(app: &TestApp, uri: &str, body: String) -> crate::support::Reply {
+        let request = Request::post(uri)
+            .header("host", HOST)
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .unwrap();
+        app.send(request).await
+    }
+
+    #[tokio::test]
+    async fn bodies_nested_too_deep_are_422_on_every_body_route_even_far_past_the_parser_limit() {
+        let app = TestApp::new().await;
+        // The body is level 1, so content may nest 31 more.
+        let ok = raw(
+            &app,
+            "/v1/operations",
+            format!(r#"{{"name":"deep","content":{}}}"#, nested(31)),
+        )
+        .await;
+        assert_eq!(ok.status, StatusCode::ACCEPTED, "{}", ok.text());
+        let too_deep = raw(
+            &app,
+            "/v1/operations",
+            format!(r#"{{"name":"deep","content":{}}}"#, nested(32)),
+        )
+        .await;
+        let problem = too_deep.problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/problems/validation-failed",
+        );
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("deeper than 32"),
+            "{problem}"
+        );
+        // Brackets inside strings are text, not nesting.
+        let text = raw(
+            &app,
+            "/v1/operations",
+            format!(r#"{{"name":"deep","content":"{}"}}"#, nested(100)),
+        )
+        .await;
+        assert_eq!(text.status, StatusCode::ACCEPTED, "{}", text.text());
+
+        let id = ok.json()["id"].as_str().unwrap().to_owned();
+        let lease = r#""leaseId":"0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b""#;
+        let far = nested(100_000);
+        for (uri, body) in [
+            ("/v1/operations".to_owned(), far.clone()),
+            (
+                "/v1/workers/claim".to_owned(),
+                format!(r#"{{"worker":"w","names":{far}}}"#),
+            ),
+            (
+                format!("/v1/operations/{id}/heartbeat"),
+                format!("{{{lease},\"x\":{far}}}"),
+            ),
+            (
+                format!("/v1/operations/{id}/complete"),
+                format!("{{{lease},\"result\":{far}}}"),
+            ),
+            (
+                format!("/v1/operations/{id}/fail"),
+                format!("{{{lease},\"error\":{far}}}"),
+            ),
+            (
+                format!("/v1/operations/{id}/release"),
+                format!("{{{lease},\"x\":{far}}}"),
+            ),
+        ] {
+            raw(&app, &uri, body).await.problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "/problems/validation-failed",
+            );
+        }
+
+        // With the depth check raised past serde_json's own limit (128), that limit is a 400.
+        let lax = TestApp::with(ServerConfig {
+            max_json_depth: 100_000,
+            ..Default::default()
+        })
+        .await;
+        raw(&lax, "/v1/operations", nested(200))
+            .await
+            .problem(StatusCode::BAD_REQUEST, "/problems/bad-request");
+    }
+
+    /// The SQLite store, holding every submit until the test lets it through.
+    struct HeldSubmits {
+        inner: Arc<SqliteStore>,
+        arrived: Notify,
+        permits: Semaphore,
+    }
+
+    #[async_trait::async_trait]
+    impl Store for HeldSubmits {
+        async fn submit(&self, new: NewOperation) -> Result<Submitted, StoreError> {
+            self.arrived.notify_one();
+            let _permit = self.permits.acquire().await.unwrap();
+            self.inner.submit(new).await
+        }
+        async fn get(&self, id: Uuid) -> Result<Option<Operation>, StoreError> {
+            self.inner.get(id).await
+        }
+        async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
+            self.inner.list(query).await
+        }
+        async fn edit(&self, id: Uuid, edit: Edit) -> Result<Operation, StoreError> {
+            self.inner.edit(id, edit).await
+        }
+        async fn delete(&self, id: Uuid) -> Result<(), StoreError> {
+            self.inner.delete(id).await
+        }
+        async fn claim(&self, query: &ClaimQuery) -> Result<Vec<Lease>, StoreError> {
+            self.inner.claim(query).await
+        }
+        async fn next_run_at(
+            &self,
+            filter: &ClaimFilter,
+        ) -> Result<Option<OffsetDateTime>, StoreError> {
+            self.inner.next_run_at(filter).await
+        }
+        async fn expire_leases(&self) -> Result<u64, StoreError> {
+            self.inner.expire_leases().await
+        }
+        async fn prune(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+            self.inner.prune(before).await
+        }
+        async fn ping(&self) -> Result<(), StoreError> {
+            self.inner.ping().await
+        }
+        fn subscribe(&self) -> broadcast::Receiver<Change> {
+            self.inner.subscribe()
+        }
+        async fn create_key(&self, key: NewKey, token: &Token) -> Result<ApiKey, StoreError> {
+            self.inner.create_key(key, token).await
+        }
+        async fn find_key(&self, id: Uuid) -> Result<Option<(ApiKey, String)>, StoreError> {
+            self.inner.find_key(id).await
+        }
+        async fn list_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+            self.inner.list_keys().await
+        }
+        async fn revoke_key(&self, id: Uuid) -> Result<ApiKey, StoreError> {
+            self.inner.revoke_key(id).await
+        }
+        async fn has_active_keys(&self) -> Result<bool, StoreError> {
+            self.inner.has_active_keys().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retry_while_the_first_request_is_in_flight_is_409_then_replays() {
+        let held = Arc::new(std::sync::OnceLock::<Arc<HeldSubmits>>::new());
+        let slot = held.clone();
+        let app = TestApp::wrapping(ServerConfig::default(), move |inner| {
+            let store = Arc::new(HeldSubmits {
+                inner,
+                arrived: Notify::new(),
+                permits: Semaphore::new(0),
+            });
+            slot.set(store.clone()).ok().unwrap();
+            store as Arc<dyn Store>
+        })
+        .await;
+        let held = held.get().unwrap().clone();
+        let request = |body: &Value| {
+            Request::post("/v1/operations")
+                .header("host", HOST)
+                .header("content-type", "application/json")
+                .header("idempotency-key", "order-7")
+                .body(Body::from(body.to_string()))
+                .unwrap()
+        };
+        let body = json!({"name": "pay"});
+        let first = tokio::spawn(app.router.clone().oneshot(request(&body)));
+        tokio::time::timeout(Duration::from_secs(10), held.arrived.notified())
+            .await
+            .expect("the first submit reached the store");
+
+        let retry = app.send(request(&body)).await;
+        let problem = retry.problem(StatusCode::CONFLICT, "/problems/idempotency-key-in-flight");
+        assert!(problem["detail"].as_str().unwrap().contains("order-7"));
+        assert_eq!(retry.header("retry-after"), Some("1"));
+
+        held.permits.add_permits(10);
+        let first = first.await.unwrap().unwrap();
+        assert_eq!(first.status(), StatusCode::ACCEPTED);
+        let replay = app.send(request(&body)).await;
+        assert_eq!(replay.status, StatusCode::ACCEPTED, "{}", replay.text());
+        assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+        let listed = app.get("/v1/operations").await.json();
+        assert_eq!(listed["operations"].as_array().unwrap().len(), 1);
+        assert_eq!(listed["operations"][0]["id"], replay.json()["id"]);
+    }
+}
+
+mod security_doc {
+    use longrun_core::Role;
+
+    use crate::support::TestApp;
+
+    #[tokio::test]
+    async fn the_document_declares_the_bearer_scheme_and_its_answers() {
+        let app = TestApp::new().await;
+        // Documentation stays public with authentication on.
+        app.key(10, 1, Role::Admin).await;
+        let doc = app.get("/openapi.json").await.json();
+        let scheme = &doc["components"]["securitySchemes"]["bearer"];
+        assert_eq!(scheme["type"], "http");
+        assert_eq!(scheme["scheme"], "bearer");
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                let responses = &operation["responses"];
+                if !path.starts_with("/v1/") {
+                    assert!(
+                        operation.get("security").is_none(),
+                        "{method} {path} is public"
+                    );
+                    assert!(responses.get("401").is_none(), "{method} {path}");
+                    continue;
+                }
+                assert_eq!(
+                    operation["security"],
+                    serde_json::json!([{"bearer": []}]),
+                    "{method} {path}"
+                );
+                for status in ["401", "403", "429", "503"] {
+                    assert!(
+                        responses[status]["content"]["application/problem+json"].is_object(),
+                        "{method} {path} {status}"
+                    );
+                }
+                assert!(responses["401"]["headers"]["WWW-Authenticate"].is_object());
+                assert!(responses["429"]["headers"]["Retry-After"].is_object());
+            }
+        }
+        let submit = &doc["paths"]["/v1/operations"]["post"]["responses"];
+        assert!(submit["409"]["headers"]["Retry-After"].is_object());
+    }
+}
+
+mod fuzz {
+    //! Arbitrary bodies (JSON of any shape, near-miss fields, deep nesting, raw bytes, other
+    //! content types) against every body route: never a 5xx, and every 4xx a problem document.
+
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use longrun_core::Role;
+    use longrun_server::ServerConfig;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    use serde_json::{Map, Value, json};
+
+    use crate::support::{HOST, Key, TestApp};
+
+    /// Field names of the request bodies, so generated objects often come close to valid.
+    const FIELDS: &[&str] = &[
+        "name",
+        "args",
+        "kwargs",
+        "content",
+        "meta",
+        "url",
+        "parentId",
+        "maxRetries",
+        "backoffBaseSecs",
+        "backoffCapSecs",
+        "runAt",
+        "queue",
+        "priority",
+        "worker",
+        "names",
+        "queues",
+        "max",
+        "leaseSecs",
+        "waitSecs",
+        "leaseId",
+        "progressPct",
+        "statusDetail",
+        "result",
+        "resultUrl",
+        "resources",
+        "error",
+        "type",
+        "message",
+        "code",
+        "retryable",
+    ];
+
+    fn json_value(known: Vec<String>) -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            (-200i64..200).prop_map(Value::from),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            ".{0,12}".prop_map(Value::from),
+            "[a-z.:_-]{1,12}".prop_map(Value::from),
+            proptest::sample::select(known).prop_map(Value::from),
+        ];
+        leaf.prop_recursive(5, 48, 6, |inner| {
+            let key = prop_oneof![
+                3 => proptest::sample::select(FIELDS).prop_map(str::to_owned),
+                1 => ".{0,8}",
+            ];
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map(key, inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect::<Map<_, _>>())),
+            ]
+        })
+    }
+
+    /// `valid` with up to three fields set to anything or removed.
+    fn near(valid: Value, known: Vec<String>) -> impl Strategy<Value = Value> {
+        let edit = (
+            proptest::sample::select(FIELDS),
+            proptest::option::of(json_value(known)),
+        );
+        proptest::collection::vec(edit, 0..3).prop_map(move |edits| {
+            let mut body = valid.clone();
+            let fields = body.as_object_mut().unwrap();
+            for (field, value) in edits {
+                match value {
+                    Some(value) => fields.insert(field.to_owned(), value),
+                    None => fields.remove(field),
+                };
+            }
+            body
+        })
+    }
+
+    /// A body for a route whose valid body is `valid`.
+    fn body(valid: Value, known: Vec<String>) -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            5 => near(valid, known.clone()).prop_map(|v| serde_json::to_vec(&v).unwrap()),
+            2 => json_value(known.clone()).prop_map(|v| serde_json::to_vec(&v).unwrap()),
+            1 => (json_value(known), any::<proptest::sample::Index>())
+                .prop_map(|(v, at)| {
+                    let bytes = serde_json::to_vec(&v).unwrap();
+                    bytes[..at.index(bytes.len() + 1)].to_vec()
+                }),
+            1 => proptest::collection::vec(any::<u8>(), 0..256),
+            1 => (1usize..400).prop_map(|depth| {
+                format!("{{\"name\":{}{}}}", "[".repeat(depth), "]".repeat(depth)).into_bytes()
+            }),
+        ]
+    }
+
+    #[test]
+    fn arbitrary_bodies_never_answer_5xx_and_every_4xx_is_a_problem() {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let (app, key, id, lease) = runtime.block_on(async {
+            let app = TestApp::with(ServerConfig {
+                max_wait_secs: 1,
+                rate_limit: None,
+                ..Default::default()
+            })
+            .await;
+            let key = app.key(10, 1, Role::Admin).await;
+            let op = app.submit_as(&key, json!({"name": "fuzzed"})).await;
+            let (lease, _) = app.claim_one_as(&key, "fuzzed").await;
+            (app, key, op["id"].as_str().unwrap().to_owned(), lease)
+        });
+        let app: Arc<TestApp> = Arc::new(app);
+        let key: Key = key;
+        let op = format!("/v1/operations/{id}");
+        let unknown = "/v1/operations/0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b";
+        let completion = json!({"leaseId": lease, "result": {"r": 1}, "resultUrl": "https://x.test/r",
+                                "resources": [{"type": "file", "id": "1", "url": "https://x.test/f"}]});
+        let routes = vec![
+            (
+                "/v1/operations".to_owned(),
+                json!({"name": "fuzzed", "args": [1], "kwargs": {"a": "b"},
+                "content": {"c": [true]}, "queue": "default", "priority": 1, "maxRetries": 2,
+                "runAt": "2020-01-01T00:00:00Z", "parentId": id}),
+            ),
+            (
+                "/v1/workers/claim".to_owned(),
+                json!({"worker": "w", "names": ["fuzzed"],
+                "queues": ["default"], "max": 2, "leaseSecs": 30, "waitSecs": 0}),
+            ),
+            (
+                format!("{op}/heartbeat"),
+                json!({"leaseId": lease, "progressPct": 10.5,
+                "statusDetail": "half", "leaseSecs": 30}),
+            ),
+            (format!("{op}/complete"), completion.clone()),
+            (
+                format!("{op}/fail"),
+                json!({"leaseId": lease,
+                "error": {"type": "E", "message": "m", "code": "c"}, "retryable": true}),
+            ),
+            (format!("{op}/release"), json!({"leaseId": lease})),
+            (format!("{unknown}/complete"), completion),
+        ];
+        let known = vec![id.clone(), lease.clone(), "fuzzed".into()];
+        let content_type = prop_oneof![
+            6 => Just(Some("application/json")),
+            1 => Just(Some("application/problem+json")),
+            1 => Just(Some("text/plain")),
+            1 => Just(None),
+        ];
+        let case = proptest::sample::select(routes).prop_flat_map(move |(uri, valid)| {
+            (Just(uri), content_type.clone(), body(valid, known.clone()))
+        });
+        let mut runner = TestRunner::new(Config {
+            cases: 600,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        runner
+            .run(&case, |(uri, content_type, body)| {
+                let mut request = Request::post(uri.as_str())
+                    .header("host", HOST)
+                    .header("authorization", key.bearer.as_str());
+                if let Some(content_type) = content_type {
+                    request = request.header("content-type", content_type);
+                }
+                let request = request.body(Body::from(body.clone())).unwrap();
+                let reply = runtime.block_on(app.send(request));
+                let shown = String::from_utf8_lossy(&body)
+                    .chars()
+                    .take(300)
+                    .collect::<String>();
+                prop_assert!(
+                    !reply.status.is_server_error(),
+                    "{} on {uri} for {shown}: {}",
+                    reply.status,
+                    reply.text()
+                );
+                if reply.status.is_client_error() {
+                    prop_assert_eq!(
+                        reply.header("content-type"),
+                        Some("application/problem+json")
+                    );
+                    let problem: Value = serde_json::from_slice(&reply.body).unwrap();
+                    prop_assert_eq!(&problem["status"], &json!(reply.status.as_u16()));
+                    prop_assert!(
+                        problem["type"]
+                            .as_str()
+                            .is_some_and(|t| t.starts_with("/problems/"))
+                    );
+                    prop_assert!(problem["detail"].as_str().is_some_and(|d| !d.is_empty()));
+                } else {
+                    prop_assert!(
+                        [StatusCode::OK, StatusCode::ACCEPTED].contains(&reply.status),
+                        "{}",
+                        reply.status
+                    );
+                }
+                Ok(())
+            })
+            .unwrap();
     }
 }

@@ -29,6 +29,7 @@ use uuid::Uuid;
 use super::ViewQuery;
 use crate::AppState;
 use crate::base_url::BaseUrl;
+use crate::caller::{Action, Caller};
 use crate::error::{ApiError, Problem};
 use crate::extract::{OperationId, QueryParams};
 use crate::shutdown::Shutdown;
@@ -57,6 +58,7 @@ const WAIT_SLICE: Duration = Duration::from_secs(3600);
     )
 )]
 pub async fn events(
+    caller: Caller,
     State(state): State<AppState>,
     base: BaseUrl,
     OperationId(id): OperationId,
@@ -64,12 +66,9 @@ pub async fn events(
     headers: HeaderMap,
     shutdown: Shutdown,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    caller.allow(Action::Read)?;
     let changes = state.store.subscribe();
-    let op = state
-        .store
-        .get(id)
-        .await?
-        .ok_or_else(|| ApiError::operation_not_found(id))?;
+    let op = caller.find(&*state.store, id).await?;
     let last_seen = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())

@@ -1,7 +1,9 @@
 //! The client side of operations: submit, get (with long-poll), list, cancel, delete, result.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -16,8 +18,10 @@ use uuid::Uuid;
 use super::{ViewQuery, operation_response, set_location};
 use crate::AppState;
 use crate::base_url::BaseUrl;
+use crate::caller::{Action, Caller};
 use crate::error::{ApiError, Problem, ProblemKind};
 use crate::extract::{JsonBody, OperationId, QueryParams};
+use crate::inflight::InFlight;
 use crate::openapi::OperationView;
 use crate::shutdown::Shutdown;
 use crate::{cursor, etag, prefer, submission};
@@ -29,7 +33,13 @@ const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 ///
 /// Answers `202 Accepted` with the new operation. With an `Idempotency-Key` already used for
 /// the same body (compared after parsing, so formatting and key order do not matter), answers
-/// the operation that request created, as it is now, with `Idempotent-Replayed: true`.
+/// the operation that request created, as it is now, with `Idempotent-Replayed: true`; while
+/// that first request is still being processed, `409` with `Retry-After`. Keys are scoped by
+/// customer and kept as long as the operation exists.
+///
+/// The operation's `customer`, `createdBy` and `createdByName` come from the API key; a
+/// child's `customer` is its parent's. A worker key may only submit children of an operation
+/// it is running.
 #[utoipa::path(
     post,
     path = "/v1/operations",
@@ -48,14 +58,20 @@ const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
             ("Idempotent-Replayed" = bool, description = "`true` when an earlier submit with the same `Idempotency-Key` created the operation."),
         )),
         (status = 400, description = "Malformed JSON, unknown `view` or bad `Idempotency-Key`.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "An earlier request with the same `Idempotency-Key` is still being processed; retry after `Retry-After` seconds.", body = Problem, content_type = "application/problem+json", headers(
+            ("Retry-After" = u32, description = "Seconds to wait before retrying."),
+        )),
         (status = 413, description = "Body over the size limit.", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body not sent as `application/json`.", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid request, unknown `parentId`, or an `Idempotency-Key` reused with another body.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid request (a field over its size limit, nesting too deep), unknown `parentId`, or an `Idempotency-Key` reused with another body.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable.", body = Problem, content_type = "application/problem+json"),
     )
 )]
+#[allow(clippy::too_many_arguments)] // one extractor per input, as axum handlers go
 pub async fn submit(
+    caller: Caller,
     State(state): State<AppState>,
+    Extension(in_flight): Extension<Arc<InFlight>>,
     base: BaseUrl,
     uri: Uri,
     headers: HeaderMap,
@@ -66,7 +82,17 @@ pub async fn submit(
         uri.path_and_query()
             .map_or("/v1/operations", |p| p.as_str()),
     );
-    let new = submission::new_operation(&body, &headers, request_url, &state.config)?;
+    let request = submission::request(&body, &state.config)?;
+    let owner = caller
+        .owner_of_new(&*state.store, request.parent_id)
+        .await?;
+    let new =
+        submission::new_operation(request, &body, &headers, request_url, &state.config, owner)?;
+    let _in_flight = new
+        .idempotency
+        .as_ref()
+        .map(|idem| InFlight::begin(&in_flight, new.owner.customer, &idem.key))
+        .transpose()?;
     let Submitted { operation, created } = state.store.submit(new).await?;
     let mut response = operation_response(
         StatusCode::ACCEPTED,
@@ -116,6 +142,7 @@ pub async fn submit(
     )
 )]
 pub async fn get(
+    caller: Caller,
     State(state): State<AppState>,
     base: BaseUrl,
     OperationId(id): OperationId,
@@ -123,11 +150,8 @@ pub async fn get(
     headers: HeaderMap,
     shutdown: Shutdown,
 ) -> Result<Response, ApiError> {
-    let mut op = state
-        .store
-        .get(id)
-        .await?
-        .ok_or_else(|| ApiError::operation_not_found(id))?;
+    caller.allow(Action::Read)?;
+    let mut op = caller.find(&*state.store, id).await?;
     let wait = prefer::wait_secs(&headers, state.config.max_wait_secs);
     if let Some(secs) = wait {
         let seen = etag::if_none_match_version(&headers).unwrap_or(op.version);
@@ -176,6 +200,9 @@ pub struct ListParams {
     pub parent_id: Option<Uuid>,
     /// Only operations of this chain (the root's id).
     pub root_id: Option<Uuid>,
+    /// Only this customer's operations. Admins only: any other caller sees only its own
+    /// customer's operations whatever it asks for (another customer has none it may see).
+    pub customer: Option<i64>,
     /// Page size (default 100, at most 1000 unless configured otherwise).
     pub limit: Option<u32>,
     /// The `nextCursor` of the previous page.
@@ -184,7 +211,8 @@ pub struct ListParams {
     pub view: Option<View>,
 }
 
-/// List operations, newest first.
+/// List operations, newest first: the caller's customer's only (an admin's: every customer's,
+/// or those of `customer`).
 #[utoipa::path(
     get,
     path = "/v1/operations",
@@ -197,10 +225,12 @@ pub struct ListParams {
     )
 )]
 pub async fn list(
+    caller: Caller,
     State(state): State<AppState>,
     base: BaseUrl,
     QueryParams(params): QueryParams<ListParams>,
 ) -> Result<Response, ApiError> {
+    caller.allow(Action::Read)?;
     let max = state.config.max_list_limit;
     let limit = params
         .limit
@@ -210,17 +240,25 @@ pub async fn list(
             "`limit` must be between 1 and {max} (got {limit})"
         )));
     }
+    let before_seq = params.cursor.as_deref().map(cursor::decode).transpose()?;
+    let view = params.view.unwrap_or_default();
+    let Some(customer) = caller.list_customer(params.customer) else {
+        let empty = OperationList::<Value> {
+            operations: vec![],
+            next_cursor: None,
+        };
+        return Ok(axum::Json(empty).into_response());
+    };
     let query = ListQuery {
         status: params.status,
         name: params.name,
         parent_id: params.parent_id,
         root_id: params.root_id,
-        customer: None,
-        before_seq: params.cursor.as_deref().map(cursor::decode).transpose()?,
+        customer,
+        before_seq,
         limit,
     };
     let page = state.store.list(&query).await?;
-    let view = params.view.unwrap_or_default();
     let body = OperationList {
         operations: page
             .operations
@@ -255,11 +293,14 @@ pub async fn list(
     )
 )]
 pub async fn cancel(
+    caller: Caller,
     State(state): State<AppState>,
     base: BaseUrl,
     OperationId(id): OperationId,
     QueryParams(query): QueryParams<ViewQuery>,
 ) -> Result<Response, ApiError> {
+    caller.allow(Action::Manage)?;
+    caller.check_sees(&*state.store, id).await?;
     let (outcome, op) = state.store.cancel(id).await?;
     let status = match outcome {
         CancelOutcome::Cancelled => StatusCode::OK,
@@ -292,9 +333,12 @@ pub async fn cancel(
     )
 )]
 pub async fn delete(
+    caller: Caller,
     State(state): State<AppState>,
     OperationId(id): OperationId,
 ) -> Result<StatusCode, ApiError> {
+    caller.allow(Action::Manage)?;
+    caller.check_sees(&*state.store, id).await?;
     state.store.delete(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -323,16 +367,14 @@ pub async fn delete(
     )
 )]
 pub async fn result(
+    caller: Caller,
     State(state): State<AppState>,
     base: BaseUrl,
     OperationId(id): OperationId,
     QueryParams(query): QueryParams<ViewQuery>,
 ) -> Result<Response, ApiError> {
-    let op = state
-        .store
-        .get(id)
-        .await?
-        .ok_or_else(|| ApiError::operation_not_found(id))?;
+    caller.allow(Action::Read)?;
+    let op = caller.find(&*state.store, id).await?;
     match op.status {
         Status::Succeeded => Ok(axum::Json(op.result.unwrap_or(Value::Null)).into_response()),
         Status::Failed => Err(ApiError::operation_failed(op.error.as_ref())),

@@ -1,7 +1,9 @@
 //! The worker protocol: claim work under a lease, heartbeat, and report the outcome.
 //!
-//! Every report carries the `leaseId` the claim granted; a lease that is no longer current
-//! (expired and re-claimed, or already reported) answers `409` and changes nothing.
+//! Every route needs a worker (or admin) key. Every report carries the `leaseId` the claim
+//! granted, which is also its tenant check: a lease that is no longer current (expired and
+//! re-claimed, or already reported) answers `409` and changes nothing. A worker key's names
+//! and queues narrow what its claims take.
 
 use std::time::Duration;
 
@@ -19,9 +21,11 @@ use longrun_core::{
 
 use crate::AppState;
 use crate::base_url::BaseUrl;
+use crate::caller::{Action, Caller};
 use crate::config::ServerConfig;
 use crate::error::{ApiError, Problem};
 use crate::extract::{JsonBody, OperationId};
+use crate::limits;
 use crate::shutdown::Shutdown;
 use longrun_core::validate;
 
@@ -48,11 +52,14 @@ const DEFAULT_LEASE_SECS: u32 = 30;
     )
 )]
 pub async fn claim(
+    caller: Caller,
     State(state): State<AppState>,
     shutdown: Shutdown,
     JsonBody(request): JsonBody<ClaimRequest>,
 ) -> Result<axum::Json<ClaimResponse>, ApiError> {
-    let (query, wait) = claim_query(request, &state.config)?;
+    caller.allow(Action::Work)?;
+    let (mut query, wait) = claim_query(request, &state.config)?;
+    query.filter = caller.claim_filter(query.filter)?;
     // At shutdown the wait ends with nothing claimed. Were a claim in flight at that instant,
     // its leases would be lost to this worker and come back when they expire.
     let leases = shutdown
@@ -75,7 +82,7 @@ fn claim_query(
     request: ClaimRequest,
     config: &ServerConfig,
 ) -> Result<(ClaimQuery, Duration), ApiError> {
-    validate::text("worker", &request.worker, validate::MAX_NAME_CHARS, true)?;
+    validate::name("worker", &request.worker)?;
     for name in &request.names {
         validate::name("names[]", name)?;
     }
@@ -112,16 +119,19 @@ fn claim_query(
         (status = 400, description = "Malformed JSON.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such operation.", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The lease is no longer current; nothing was changed.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over the size limit.", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body not sent as `application/json`.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid request (`progressPct` outside 0–100, `leaseSecs` out of range).", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable.", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn heartbeat(
+    caller: Caller,
     State(state): State<AppState>,
     OperationId(id): OperationId,
     JsonBody(request): JsonBody<HeartbeatRequest>,
 ) -> Result<axum::Json<HeartbeatResponse>, ApiError> {
+    caller.allow(Action::Work)?;
     if let Some(pct) = request.progress_pct {
         validate::range("progressPct", pct, 0.0, 100.0)?;
     }
@@ -164,11 +174,18 @@ pub async fn heartbeat(
     )
 )]
 pub async fn complete(
+    caller: Caller,
     State(state): State<AppState>,
     base: BaseUrl,
     OperationId(id): OperationId,
     JsonBody(request): JsonBody<CompleteRequest>,
 ) -> Result<Response, ApiError> {
+    caller.allow(Action::Work)?;
+    limits::check_size(
+        "result",
+        request.result.as_ref(),
+        state.config.max_field_bytes,
+    )?;
     let completion = Completion {
         result: request.result,
         result_url: request.result_url,
@@ -204,11 +221,13 @@ pub async fn complete(
     )
 )]
 pub async fn fail(
+    caller: Caller,
     State(state): State<AppState>,
     base: BaseUrl,
     OperationId(id): OperationId,
     JsonBody(request): JsonBody<FailRequest>,
 ) -> Result<Response, ApiError> {
+    caller.allow(Action::Work)?;
     validate::text(
         "error.type",
         &request.error.error_type,
@@ -246,17 +265,20 @@ pub async fn fail(
         (status = 400, description = "Malformed JSON.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such operation.", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The lease is no longer current; nothing was changed.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over the size limit.", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body not sent as `application/json`.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid request.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable.", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn release(
+    caller: Caller,
     State(state): State<AppState>,
     base: BaseUrl,
     OperationId(id): OperationId,
     JsonBody(request): JsonBody<ReleaseRequest>,
 ) -> Result<Response, ApiError> {
+    caller.allow(Action::Work)?;
     let op = state.store.release(id, request.lease_id).await?;
     Ok(canonical(&op, &base))
 }
