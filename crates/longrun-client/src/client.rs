@@ -65,11 +65,30 @@ impl Client {
     /// A client for the server at `base_url` (e.g. `http://127.0.0.1:8080`; a path prefix is
     /// kept).
     pub fn new(base_url: &str) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
+        Self::with_http_client(base_url, Self::http_builder().build()?)
+    }
+
+    /// Like [`Client::new`], sending `api_key` (`lr_...`) as `Authorization: Bearer` on every
+    /// request.
+    pub fn with_api_key(base_url: &str, api_key: &str) -> Result<Self, ClientError> {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {api_key}"))
+            .map_err(|_| ClientError::InvalidUrl {
+                url: base_url.to_owned(),
+                reason: "the API key has characters a header cannot carry".into(),
+            })?;
+        value.set_sensitive(true);
+        let headers =
+            reqwest::header::HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, value)]);
+        Self::with_http_client(
+            base_url,
+            Self::http_builder().default_headers(headers).build()?,
+        )
+    }
+
+    fn http_builder() -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(READ_TIMEOUT)
-            .build()?;
-        Self::with_http_client(base_url, http)
     }
 
     /// Like [`Client::new`], with a preconfigured `reqwest` client (timeouts, proxies).

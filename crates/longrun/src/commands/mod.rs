@@ -13,6 +13,9 @@ pub struct ServerArgs {
     /// Base URL of the longrun server.
     #[arg(long, env = "LONGRUN_SERVER", default_value = "http://127.0.0.1:8080")]
     pub server: String,
+    /// API key (`lr_...`), sent as `Authorization: Bearer`.
+    #[arg(long, env = "LONGRUN_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
     /// Print JSON (for scripts) instead of human-readable text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -21,7 +24,10 @@ pub struct ServerArgs {
 impl ServerArgs {
     /// A client for the server.
     pub fn client(&self) -> anyhow::Result<longrun_client::Client> {
-        Ok(longrun_client::Client::new(&self.server)?)
+        Ok(match &self.api_key {
+            Some(key) => longrun_client::Client::with_api_key(&self.server, key)?,
+            None => longrun_client::Client::new(&self.server)?,
+        })
     }
 }
 

@@ -1,12 +1,12 @@
 //! `longrun serve` and `longrun migrate`.
 
-use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
+use std::{net::SocketAddr, num::NonZeroU32, process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::{Context, bail};
 use clap::Args;
 use longrun_core::{RetryPolicy, Store, SystemClock};
 use longrun_postgres::{PgOptions, PgStore};
-use longrun_server::{AppState, ServerConfig};
+use longrun_server::{AppState, RateLimit, ServerConfig};
 use longrun_sqlite::SqliteStore;
 use tokio_util::sync::CancellationToken;
 
@@ -80,8 +80,20 @@ pub struct ServeArgs {
     #[arg(long, env = "LONGRUN_PUBLIC_URL")]
     public_url: Option<String>,
     /// Largest request body, bytes.
-    #[arg(long, env = "LONGRUN_BODY_LIMIT", default_value_t = 1024 * 1024)]
+    #[arg(long, env = "LONGRUN_BODY_LIMIT", default_value_t = ServerConfig::default().body_limit_bytes)]
     body_limit: usize,
+    /// Largest `args`, `kwargs`, `content` or `result`, bytes of JSON.
+    #[arg(long, env = "LONGRUN_MAX_FIELD_BYTES", default_value_t = ServerConfig::default().max_field_bytes)]
+    max_field_bytes: usize,
+    /// Deepest nesting of arrays and objects in a request body.
+    #[arg(long, env = "LONGRUN_MAX_JSON_DEPTH", default_value_t = ServerConfig::default().max_json_depth)]
+    max_json_depth: usize,
+    /// Requests per second each API key may make, sustained (0: no limit).
+    #[arg(long, env = "LONGRUN_RATE_LIMIT_PER_SEC", default_value_t = 100)]
+    rate_limit_per_sec: u32,
+    /// Requests an API key may make at once after a quiet spell.
+    #[arg(long, env = "LONGRUN_RATE_LIMIT_BURST", default_value_t = 200)]
+    rate_limit_burst: u32,
     /// Default retries after the first attempt.
     #[arg(long, env = "LONGRUN_MAX_RETRIES", default_value_t = RetryPolicy::default().max_retries)]
     max_retries: u32,
@@ -125,6 +137,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let store = args.database.open().await?;
     let mut config = ServerConfig {
         body_limit_bytes: args.body_limit,
+        max_field_bytes: args.max_field_bytes,
+        max_json_depth: args.max_json_depth,
+        rate_limit: NonZeroU32::new(args.rate_limit_per_sec).map(|per_second| RateLimit {
+            per_second,
+            burst: NonZeroU32::new(args.rate_limit_burst).unwrap_or(per_second),
+        }),
         default_retry_policy: RetryPolicy {
             max_retries: args.max_retries,
             backoff_base_secs: args.backoff_base_secs,

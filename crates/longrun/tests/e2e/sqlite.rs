@@ -173,3 +173,98 @@ fn cli_submits_waits_and_reports_exit_status_with_in_process_handlers() {
     );
     assert_eq!(code, 1, "an unknown id is an error");
 }
+
+fn create_key(db: &str, customer: &str, role: &str) -> String {
+    let out = std::process::Command::new(BIN)
+        .args([
+            "keys",
+            "--database",
+            db,
+            "create",
+            "--customer",
+            customer,
+            "--customer-name",
+            "c",
+        ])
+        .args(["--user", "7", "--user-name", "ada", "--role", role])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn cli_as(server: &str, key: &str, args: &[&str]) -> (i32, String) {
+    let output = std::process::Command::new(BIN)
+        .args(args)
+        .env("LONGRUN_SERVER", server)
+        .env("LONGRUN_API_KEY", key)
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn with_keys_the_cli_and_a_worker_authenticate_and_tenants_stay_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite_url(dir.path());
+    let acme = create_key(&db, "10", "submitter");
+    let globex = create_key(&db, "20", "submitter");
+    let worker_key = create_key(&db, "1", "worker");
+    let server = start_server(&db, free_port(), &dir.path().join("server.log"), &[]);
+    let task = script(
+        dir.path(),
+        "ok.sh",
+        "cat > /dev/null\necho '{\"ok\": true}'",
+    );
+    let _worker = Proc::spawn(
+        std::process::Command::new(BIN)
+            .args([
+                "worker",
+                "--server",
+                &server.url,
+                "--handler",
+                &format!("ok={}", task.display()),
+            ])
+            .env("LONGRUN_API_KEY", &worker_key),
+        &dir.path().join("worker.log"),
+    );
+
+    let (code, out) = cli_as(&server.url, &acme, &["submit", "ok", "--wait", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let op: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (
+            op["status"].as_str(),
+            op["customer"].as_i64(),
+            op["createdByName"].as_str()
+        ),
+        (Some("succeeded"), Some(10), Some("ada"))
+    );
+    let id = op["id"].as_str().unwrap();
+
+    let (code, _) = cli(&server.url, &["get", id]);
+    assert_eq!(code, 1, "no key: 401");
+    let (code, _) = cli_as(&server.url, &globex, &["get", id]);
+    assert_eq!(code, 1, "another tenant: 404");
+    let (code, out) = cli_as(&server.url, &globex, &["list", "--json"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["operations"],
+        json!([])
+    );
+
+    let revoke = std::process::Command::new(BIN)
+        .args(["keys", "--database", &db, "revoke", &acme])
+        .output()
+        .unwrap();
+    assert!(revoke.status.success());
+    let (code, _) = cli_as(&server.url, &acme, &["get", id]);
+    assert_eq!(code, 1, "a revoked key stops working at once");
+}

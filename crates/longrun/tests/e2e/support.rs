@@ -16,6 +16,17 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_longrun");
 pub struct Proc(Child);
 
 impl Proc {
+    /// Spawns `command` with stdout discarded and stderr to `log`.
+    pub fn spawn(command: &mut Command, log: &Path) -> Self {
+        Self(
+            command
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(log).unwrap())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
     /// SIGKILL, and reap.
     pub fn kill(&mut self) {
         let _ = self.0.kill();
@@ -73,14 +84,11 @@ pub fn start_server(database: &str, port: u16, log: &Path, extra: &[&str]) -> Se
 
 /// Starts `longrun worker` against `server` with one `NAME=COMMAND` handler.
 pub fn start_worker(server: &str, handler: &str, extra: &[&str], log: &Path) -> Proc {
-    Proc(
+    Proc::spawn(
         Command::new(BIN)
             .args(["worker", "--server", server, "--handler", handler])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .unwrap(),
+            .args(extra),
+        log,
     )
 }
 
