@@ -62,6 +62,12 @@ impl Default for WorkerOptions {
 }
 
 impl WorkerOptions {
+    /// The fewest free slots worth a claim while handlers are running: a quarter of the
+    /// concurrency. With every slot free the worker claims at once (and long-polls).
+    pub fn claim_batch(&self) -> usize {
+        (self.concurrency / 4).max(1)
+    }
+
     /// The effective heartbeat interval.
     pub fn heartbeat_every(&self) -> Duration {
         self.heartbeat_interval
@@ -127,7 +133,9 @@ impl Worker {
         loop {
             while running.try_join_next().is_some() {}
             let free = options.concurrency - running.len();
-            if free == 0 {
+            // Claim in batches: one claim (one transaction) per freed slot would cost more than
+            // short handlers themselves.
+            if free == 0 || (free < options.claim_batch() && !running.is_empty()) {
                 tokio::select! {
                     () = &mut shutdown => break,
                     _ = running.join_next() => continue,
