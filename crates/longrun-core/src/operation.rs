@@ -47,16 +47,14 @@ pub struct Operation {
     /// Short human-readable progress text, e.g. "page 3 of 7".
     pub status_detail: Option<String>,
     /// Positional arguments (a JSON array).
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<Value>)]
     pub args: Value,
     /// Keyword arguments (a JSON object).
     #[schema(value_type = Object)]
     pub kwargs: Value,
     /// Free JSON supplied at submission.
-    #[schema(value_type = Option<Object>)]
     pub content: Option<Value>,
     /// The output, once succeeded.
-    #[schema(value_type = Option<Object>)]
     pub result: Option<Value>,
     /// Where the result lives (by default the operation's own `/result` URL).
     pub result_url: Option<String>,

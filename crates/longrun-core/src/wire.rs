@@ -19,7 +19,7 @@ pub struct SubmitRequest {
     pub name: String,
     /// Positional arguments (a JSON array; default `[]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Vec<Object>>)]
+    #[schema(value_type = Option<Vec<Value>>)]
     pub args: Option<Value>,
     /// Keyword arguments (a JSON object; default `{}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -27,7 +27,6 @@ pub struct SubmitRequest {
     pub kwargs: Option<Value>,
     /// Free JSON kept with the operation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
     pub content: Option<Value>,
     /// Origin metadata; `url` defaults to the URL of this request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -82,9 +81,11 @@ pub struct ClaimRequest {
     pub worker: String,
     /// Only these task names (absent or empty: any).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(schema_with = task_names)]
     pub names: Vec<String>,
     /// Only these queues (absent or empty: any).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(schema_with = queue_names)]
     pub queues: Vec<String>,
     /// At most this many operations (default 1).
     #[serde(default = "one")]
@@ -98,6 +99,30 @@ pub struct ClaimRequest {
     #[serde(default)]
     #[schema(minimum = 0, maximum = 60)]
     pub wait_secs: u32,
+}
+
+/// The schema of `ClaimRequest::names` (the doc comment of a field with `schema_with` is lost).
+fn task_names() -> utoipa::openapi::schema::Array {
+    names("Only these task names (absent or empty: any).")
+}
+
+/// The schema of `ClaimRequest::queues`.
+fn queue_names() -> utoipa::openapi::schema::Array {
+    names("Only these queues (absent or empty: any).")
+}
+
+/// A list of names, each like `SubmitRequest::name`.
+fn names(description: &str) -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    let name = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(200))
+        .pattern(Some("^[A-Za-z0-9._:-]+$"));
+    ArrayBuilder::new()
+        .items(name)
+        .description(Some(description))
+        .build()
 }
 
 fn one() -> u32 {
@@ -141,7 +166,7 @@ pub struct HeartbeatRequest {
     pub progress_pct: Option<f64>,
     /// Short progress text (at most 1000 characters, no control characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 1000, pattern = "^[^\\x00-\\x1f\\x7f]*$")]
+    #[schema(max_length = 1000, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     pub status_detail: Option<String>,
     /// New lease length from now, seconds (default: 30).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -166,9 +191,8 @@ pub struct HeartbeatResponse {
 pub struct CompleteRequest {
     /// The current lease.
     pub lease_id: Uuid,
-    /// The output.
+    /// The output (any JSON).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
     pub result: Option<Value>,
     /// Where the result lives, if elsewhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -184,10 +208,11 @@ pub struct CompleteRequest {
 pub struct ReportedError {
     /// Error class, e.g. `ValueError`: 1–200 characters, not blank, no control characters.
     #[serde(rename = "type")]
+    // The pattern spells out Unicode white space: `\s` differs between regex dialects.
     #[schema(
         min_length = 1,
         max_length = 200,
-        pattern = "^[^\\x00-\\x1f\\x7f]*[^\\s\\x00-\\x1f\\x7f][^\\x00-\\x1f\\x7f]*$"
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\x00-\\x1f\\x7f-\\x9f]*$"
     )]
     pub error_type: String,
     /// Human-readable message.

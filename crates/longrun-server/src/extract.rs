@@ -6,6 +6,9 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use utoipa::PartialSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{Schema, SchemaType, Type};
 use uuid::Uuid;
 
 use crate::AppState;
@@ -19,7 +22,7 @@ use crate::limits;
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
 
-impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+impl<T: DeserializeOwned + PartialSchema> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
@@ -40,8 +43,8 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
                 ApiError::new(kind, rejection.body_text())
             })?;
         limits::check_depth(&bytes, state.config.max_json_depth)?;
-        let axum::Json(value) = axum::Json::<Value>::from_bytes(&bytes)?;
-        from_object(value).map(JsonBody)
+        let axum::Json(mut value) = axum::Json::<Value>::from_bytes(&bytes)?;
+        from_object(&mut value).map(JsonBody)
     }
 }
 
@@ -63,12 +66,56 @@ fn is_json(headers: &HeaderMap) -> bool {
 
 /// Deserializes a request body that must be a JSON object (serde would also take an array
 /// for a struct); errors name the offending field, e.g. `kwargs.a: invalid type`.
-pub fn from_object<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
-    if !value.is_object() {
+///
+/// JSON Schema counts `1.0` as an integer and serde does not, so first each member that `T`'s
+/// schema types as an integer and that holds a float without a fractional part is rewritten
+/// in `value` as that integer: what the OpenAPI document accepts, the server accepts.
+pub fn from_object<T: DeserializeOwned + PartialSchema>(value: &mut Value) -> Result<T, ApiError> {
+    let Value::Object(members) = value else {
         return Err(ApiError::invalid("the request body must be a JSON object"));
+    };
+    if let RefOr::T(Schema::Object(schema)) = T::schema() {
+        for (name, property) in &schema.properties {
+            if let (Some(member), RefOr::T(Schema::Object(property))) =
+                (members.get_mut(name), property)
+                && allows_integer(&property.schema_type)
+            {
+                integral_float_as_integer(member);
+            }
+        }
     }
-    serde_path_to_error::deserialize(value)
+    serde_path_to_error::deserialize(&*value)
         .map_err(|e| ApiError::invalid(format!("invalid request body: {e}")))
+}
+
+fn allows_integer(schema_type: &SchemaType) -> bool {
+    match schema_type {
+        SchemaType::Type(one) => *one == Type::Integer,
+        SchemaType::Array(types) => types.contains(&Type::Integer),
+        SchemaType::AnyValue => false,
+    }
+}
+
+/// Rewrites a float without a fractional part (e.g. `3.0`) that fits a 64-bit integer as that
+/// integer; leaves every other value as it is.
+fn integral_float_as_integer(value: &mut Value) {
+    let Some(float) = value
+        .as_number()
+        .filter(|n| n.is_f64())
+        .and_then(|n| n.as_f64())
+    else {
+        return;
+    };
+    // 2^63 and 2^64 are exact as f64; `as` saturates, so check the range first.
+    const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
+    if float.fract() != 0.0 || !(-TWO_POW_63..2.0 * TWO_POW_63).contains(&float) {
+        return;
+    }
+    *value = if float < 0.0 {
+        Value::from(float as i64)
+    } else {
+        Value::from(float as u64)
+    };
 }
 
 /// Query parameters; anything that does not parse answers `400`.

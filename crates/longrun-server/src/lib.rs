@@ -84,6 +84,8 @@ fn guarded_router(state: AppState, gate: Arc<auth::Gate>) -> axum::Router {
         .merge(routes::api())
         .split_for_parts();
     openapi::secure(&mut document);
+    openapi::close_seed_views(&mut document);
+    openapi::declare_limits(&mut document, &state.config);
     let timeout = state.config.request_timeout;
     let body_limit = state.config.body_limit_bytes;
     api.merge(SwaggerUi::new("/docs").url("/openapi.json", document))

@@ -1,23 +1,27 @@
 //! The OpenAPI 3.1 document: paths come from the `#[utoipa::path]` of each handler (collected by
 //! [`crate::routes::api`]); this module adds the document's header, the named schemas of
 //! the three seed views, so a generated SDK has the seeds' models even where a response is
-//! "one of the views", and ([`secure`]) the bearer scheme with the `401`, `403` and `429`
-//! answers every `/v1` route can give.
+//! "one of the views" ([`close_seed_views`] makes that "one" exact), the schema of an event of
+//! an event stream, the limits of the server's configuration ([`declare_limits`]), and
+//! ([`secure`]) the bearer scheme with the `401`, `403` and `429` answers every `/v1` route can
+//! give.
 
 use std::borrow::Cow;
 
 use longrun_core::views::{
     AsyncOperation, AsyncTask, AsyncTaskStatusEnum, GetStatusOfAnAsyncTask, View,
 };
+use longrun_core::wire::{ClaimRequest, HeartbeatRequest};
 use longrun_core::{Operation, OperationError, Status};
 use utoipa::openapi::header::Header;
 use utoipa::openapi::path::Operation as PathOperation;
 use utoipa::openapi::response::ResponseBuilder;
-use utoipa::openapi::schema::{OneOfBuilder, Ref, Schema};
+use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Ref, Schema};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{Content, Object, RefOr, Type};
 use utoipa::{OpenApi, PartialSchema, ToSchema};
 
+use crate::config::ServerConfig;
 use crate::error::Problem;
 
 /// The document's header and the components every SDK needs.
@@ -81,6 +85,106 @@ impl ToSchema for OperationView {
         add::<AsyncOperation>(schemas);
         add::<GetStatusOfAnAsyncTask>(schemas);
         add::<AsyncTask>(schemas);
+    }
+}
+
+/// Closes the schemas of the three seed views (`additionalProperties: false`): each has exactly
+/// its seed's fields (the core's view tests say so). That is also what makes
+/// [`OperationView`]'s `oneOf` exclusive, since a canonical `Operation` has members none of
+/// them has. `Operation` itself stays open, so it can gain fields.
+pub fn close_seed_views(doc: &mut utoipa::openapi::OpenApi) {
+    let Some(components) = doc.components.as_mut() else {
+        return;
+    };
+    for name in [
+        AsyncOperation::name(),
+        GetStatusOfAnAsyncTask::name(),
+        AsyncTask::name(),
+    ] {
+        if let Some(RefOr::T(Schema::Object(schema))) = components.schemas.get_mut(name.as_ref()) {
+            schema.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
+        }
+    }
+}
+
+/// Declares the limits `config` sets where the schemas carry the defaults: the largest `max`,
+/// `leaseSecs` and `waitSecs` of a claim, `leaseSecs` of a heartbeat and `limit` of a listing.
+pub fn declare_limits(doc: &mut utoipa::openapi::OpenApi, config: &ServerConfig) {
+    let schemas = &mut doc.components.get_or_insert_with(Default::default).schemas;
+    for (schema, property, max) in [
+        (ClaimRequest::name(), "max", config.max_claim),
+        (ClaimRequest::name(), "leaseSecs", config.max_lease_secs),
+        (ClaimRequest::name(), "waitSecs", config.max_wait_secs),
+        (HeartbeatRequest::name(), "leaseSecs", config.max_lease_secs),
+    ] {
+        if let Some(RefOr::T(Schema::Object(schema))) = schemas.get_mut(schema.as_ref())
+            && let Some(RefOr::T(Schema::Object(property))) = schema.properties.get_mut(property)
+        {
+            property.maximum = Some(max.into());
+        }
+    }
+    let list = doc
+        .paths
+        .paths
+        .get_mut("/v1/operations")
+        .and_then(|item| item.get.as_mut());
+    for parameter in list
+        .into_iter()
+        .flat_map(|list| list.parameters.iter_mut().flatten())
+    {
+        if let RefOr::T(parameter) = parameter
+            && parameter.name == "limit"
+            && let Some(RefOr::T(Schema::Object(schema))) = parameter.schema.as_mut()
+        {
+            schema.maximum = Some(config.max_list_limit.into());
+        }
+    }
+}
+
+/// One event of an operation's event stream (`GET /v1/operations/{id}/events`), as an SSE
+/// parser reads it. OpenAPI 3.1 cannot describe the items of a stream; as is usual (and as
+/// tools such as schemathesis read it), the `text/event-stream` schema describes one event.
+#[derive(Debug)]
+pub struct OperationEvent;
+
+impl PartialSchema for OperationEvent {
+    fn schema() -> RefOr<Schema> {
+        let string = || ObjectBuilder::new().schema_type(Type::String);
+        ObjectBuilder::new()
+            .description(Some(
+                "One Server-Sent Event: `id` the operation's version, `event` its status, \
+                 `data` the operation in the requested view, as JSON.",
+            ))
+            .property(
+                "id",
+                string().pattern(Some("^[0-9]+$")).description(Some(
+                    "The operation's version (send it back as `Last-Event-ID`).",
+                )),
+            )
+            .property("event", Ref::from_schema_name(Status::name()))
+            .property(
+                "data",
+                string()
+                    .content_media_type("application/json")
+                    .content_schema(Some(Ref::from_schema_name(OperationView::name())))
+                    .description(Some("The operation in the requested view, as JSON.")),
+            )
+            .required("id")
+            .required("event")
+            .required("data")
+            .into()
+    }
+}
+
+impl ToSchema for OperationEvent {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("OperationEvent")
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((Status::name().into_owned(), Status::schema()));
+        schemas.push((OperationView::name().into_owned(), OperationView::schema()));
+        OperationView::schemas(schemas);
     }
 }
 

@@ -19,10 +19,11 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// Longest accepted `Idempotency-Key`.
 const MAX_KEY_CHARS: usize = 255;
 
-/// The submit request in the parsed `body`: `422` when it breaks the schema or one of its
-/// `args`, `kwargs` and `content` is over `ServerConfig::max_field_bytes`.
-pub fn request(body: &Value, config: &ServerConfig) -> Result<SubmitRequest, ApiError> {
-    let request: SubmitRequest = from_object(body.clone())?;
+/// The submit request in the parsed `body` (integer members written as `1.0` become `1`
+/// there, see [`from_object`]): `422` when it breaks the schema or one of its `args`, `kwargs`
+/// and `content` is over `ServerConfig::max_field_bytes`.
+pub fn request(body: &mut Value, config: &ServerConfig) -> Result<SubmitRequest, ApiError> {
+    let request: SubmitRequest = from_object(body)?;
     for (field, value) in [
         ("args", &request.args),
         ("kwargs", &request.kwargs),
@@ -59,8 +60,9 @@ pub fn new_operation(
     Ok(new)
 }
 
-/// The request's `Idempotency-Key` with the body's fingerprint; `400` for an empty, overlong
-/// or non-ASCII key.
+/// The request's `Idempotency-Key` with the body's fingerprint. The key is 1 to 255 visible
+/// ASCII characters other than `"`, bare or quoted as the IETF draft writes it (a structured
+/// field string), so `"k"` and `k` are the same key; anything else is `400`.
 fn idempotency(headers: &HeaderMap, body: &Value) -> Result<Option<Idempotency>, ApiError> {
     let Some(raw) = headers.get(IDEMPOTENCY_KEY) else {
         return Ok(None);
@@ -68,13 +70,19 @@ fn idempotency(headers: &HeaderMap, body: &Value) -> Result<Option<Idempotency>,
     let key = raw
         .to_str()
         .ok()
-        .map(|k| k.trim().trim_matches('"'))
+        .map(|k| {
+            let k = k.trim();
+            k.strip_prefix('"')
+                .and_then(|k| k.strip_suffix('"'))
+                .unwrap_or(k)
+        })
         .filter(|k| {
-            !k.is_empty() && k.len() <= MAX_KEY_CHARS && k.bytes().all(|b| b.is_ascii_graphic())
+            (1..=MAX_KEY_CHARS).contains(&k.len())
+                && k.bytes().all(|b| b.is_ascii_graphic() && b != b'"')
         })
         .ok_or_else(|| {
             ApiError::bad_request(format!(
-                "`Idempotency-Key` must be 1 to {MAX_KEY_CHARS} visible ASCII characters"
+                "`Idempotency-Key` must be 1 to {MAX_KEY_CHARS} visible ASCII characters other than `\"`, optionally in double quotes"
             ))
         })?;
     Ok(Some(Idempotency {

@@ -574,15 +574,65 @@ mod operations {
         let listed = app.get("/v1/operations").await.json();
         assert_eq!(listed["operations"].as_array().unwrap().len(), 1);
 
-        let empty_key = app
+        // The draft's quoted form names the same key.
+        let quoted = app
             .call(
                 Method::POST,
                 "/v1/operations",
-                Some(json!({"name": "pay"})),
-                &[("idempotency-key", "")],
+                Some(json!({"name": "pay", "kwargs": {"a": 1, "b": [2, 3]}})),
+                &[("idempotency-key", "\"order-42\"")],
             )
             .await;
-        empty_key.problem(StatusCode::BAD_REQUEST, "/problems/bad-request");
+        assert_eq!(quoted.status, StatusCode::ACCEPTED, "{}", quoted.text());
+        assert_eq!(quoted.json()["id"], first.json()["id"]);
+
+        for bad in ["", "\"\"", "\"order", "a\"b", "a b", &"k".repeat(256)] {
+            let reply = app
+                .call(
+                    Method::POST,
+                    "/v1/operations",
+                    Some(json!({"name": "pay"})),
+                    &[("idempotency-key", bad)],
+                )
+                .await;
+            reply.problem(StatusCode::BAD_REQUEST, "/problems/bad-request");
+        }
+        let listed = app.get("/v1/operations").await.json();
+        assert_eq!(listed["operations"].as_array().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn integers_written_with_a_fraction_of_zero_are_integers_and_free_json_is_kept() {
+        // JSON Schema (and so the OpenAPI document) counts `2.0` as an integer.
+        let app = TestApp::new().await;
+        let key = [("idempotency-key", "floats")];
+        let body = json!({"name": "n", "maxRetries": 2.0, "priority": -3.0, "args": [1.0], "kwargs": {"k": 4.0}});
+        let first = app
+            .call(Method::POST, "/v1/operations", Some(body), &key)
+            .await;
+        assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.text());
+        let op = first.json();
+        assert_eq!(op["retryPolicy"]["maxRetries"], 2);
+        assert_eq!(op["priority"], -3);
+        // Free JSON is stored as sent.
+        assert!(op["args"][0].is_f64(), "{op}");
+        assert!(op["kwargs"]["k"].is_f64(), "{op}");
+
+        // The same request with the integers written plainly is the same request.
+        let plain = json!({"name": "n", "maxRetries": 2, "priority": -3, "args": [1.0], "kwargs": {"k": 4.0}});
+        let again = app
+            .call(Method::POST, "/v1/operations", Some(plain), &key)
+            .await;
+        assert_eq!(again.status, StatusCode::ACCEPTED, "{}", again.text());
+        assert_eq!(again.header("idempotent-replayed"), Some("true"));
+
+        let fraction = app
+            .post("/v1/operations", json!({"name": "n", "maxRetries": 2.5}))
+            .await;
+        fraction.problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/problems/validation-failed",
+        );
     }
 
     #[tokio::test]
@@ -766,6 +816,10 @@ mod operations {
             "/v1/operations?limit=1001",
             "/v1/operations?limit=ten",
             "/v1/operations?cursor=nope",
+            "/v1/operations?cursor=",
+            "/v1/operations?cursor=-1",
+            "/v1/operations?name=",
+            "/v1/operations?name=a%20b",
             "/v1/operations?status=done",
             "/v1/operations?parentId=123",
             "/v1/operations?view=xml",
@@ -777,6 +831,12 @@ mod operations {
         }
         let max = app.get("/v1/operations?limit=1000").await;
         assert_eq!(max.status, StatusCode::OK);
+        // Any cursor of the declared form is valid: one past every operation pages from the newest.
+        let past_all = app
+            .get("/v1/operations?limit=1&cursor=9999999999999999999")
+            .await
+            .json();
+        assert_eq!(past_all["operations"][0]["id"], ids[0]);
     }
 
     #[tokio::test]
@@ -1127,6 +1187,24 @@ mod workers {
                 "{body}: {problem}"
             );
         }
+
+        for body in [
+            json!({"worker": "w", "max": 1.5}),
+            json!({"worker": "w", "waitSecs": 5.5}),
+        ] {
+            app.post("/v1/workers/claim", body).await.problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "/problems/validation-failed",
+            );
+        }
+        // Integers with a zero fraction are integers, as in the OpenAPI document.
+        let floats = app
+            .post(
+                "/v1/workers/claim",
+                json!({"worker": "w", "max": 10.0, "leaseSecs": 100.0, "waitSecs": 0.0}),
+            )
+            .await;
+        assert_eq!(floats.status, StatusCode::OK, "{}", floats.text());
 
         let op = app.submit_named("bounds").await;
         let id = op["id"].as_str().unwrap();
@@ -1760,8 +1838,137 @@ mod errors {
 
 mod openapi {
     use axum::http::StatusCode;
+    use longrun_server::ServerConfig;
+    use serde_json::{Value, json};
 
     use crate::support::TestApp;
+
+    /// Whether `body`'s members fit `schema` (a component): every required one present and, when
+    /// the schema is closed, none it does not list. Member values are not checked.
+    fn members_fit(schema: &Value, body: &Value) -> bool {
+        let body = body.as_object().unwrap();
+        let required = schema["required"].as_array().unwrap();
+        let listed = schema["properties"].as_object().unwrap();
+        required
+            .iter()
+            .all(|name| body.contains_key(name.as_str().unwrap()))
+            && (schema["additionalProperties"] != json!(false)
+                || body.keys().all(|name| listed.contains_key(name)))
+    }
+
+    #[tokio::test]
+    async fn every_view_of_an_operation_is_exactly_one_of_operation_view() {
+        let app = TestApp::new().await;
+        let doc = app.get("/openapi.json").await.json();
+        let schemas = &doc["components"]["schemas"];
+        let one_of: Vec<&str> = schemas["OperationView"]["oneOf"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| item["$ref"].as_str().unwrap().rsplit('/').next().unwrap())
+            .collect();
+        assert_eq!(
+            one_of,
+            [
+                "Operation",
+                "AsyncOperation",
+                "GetStatusOfAnAsyncTask",
+                "AsyncTask"
+            ]
+        );
+        for seed in &one_of[1..] {
+            assert_eq!(schemas[seed]["additionalProperties"], false, "{seed}");
+        }
+        // The canonical resource stays open, so it can gain fields; its free JSON is any JSON.
+        let operation = &schemas["Operation"];
+        assert!(operation.get("additionalProperties").is_none());
+        assert_eq!(operation["properties"]["args"]["items"], json!({}));
+        for free in ["content", "result"] {
+            assert!(
+                operation["properties"][free].get("type").is_none(),
+                "{free}"
+            );
+        }
+
+        let op = app
+            .submit(json!({"name": "views", "args": [1, "a"], "content": 5}))
+            .await;
+        let id = op["id"].as_str().unwrap();
+        let (lease, _) = app.claim_one("views").await;
+        app.post(
+            &format!("/v1/operations/{id}/fail"),
+            json!({"leaseId": lease, "error": {"type": "E", "message": "m"}, "retryable": false}),
+        )
+        .await;
+        for (view, schema) in [
+            ("operation", "Operation"),
+            ("async-operation", "AsyncOperation"),
+            ("task-status", "GetStatusOfAnAsyncTask"),
+            ("async-task", "AsyncTask"),
+        ] {
+            let body = app
+                .get(&format!("/v1/operations/{id}?view={view}"))
+                .await
+                .json();
+            let fitting: Vec<&str> = one_of
+                .iter()
+                .copied()
+                .filter(|name| members_fit(&schemas[*name], &body))
+                .collect();
+            assert_eq!(fitting, [schema], "{view}: {body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_document_declares_the_configured_limits() {
+        let config = ServerConfig {
+            max_claim: 10,
+            max_lease_secs: 100,
+            max_wait_secs: 5,
+            max_list_limit: 50,
+            ..Default::default()
+        };
+        let app = TestApp::with(config).await;
+        let doc = app.get("/openapi.json").await.json();
+        let schemas = &doc["components"]["schemas"];
+        let claim = &schemas["ClaimRequest"]["properties"];
+        assert_eq!(claim["max"]["maximum"], 10);
+        assert_eq!(claim["leaseSecs"]["maximum"], 100);
+        assert_eq!(claim["waitSecs"]["maximum"], 5);
+        assert_eq!(
+            schemas["HeartbeatRequest"]["properties"]["leaseSecs"]["maximum"],
+            100
+        );
+        let limit = doc["paths"]["/v1/operations"]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|parameter| parameter["name"] == "limit")
+            .unwrap();
+        assert_eq!(limit["schema"]["maximum"], 50);
+        assert_eq!(limit["schema"]["minimum"], 1);
+        assert_eq!(
+            app.get("/v1/operations?limit=51").await.status,
+            StatusCode::BAD_REQUEST
+        );
+    }
+
+    #[tokio::test]
+    async fn the_event_stream_is_described_event_by_event() {
+        let app = TestApp::new().await;
+        let doc = app.get("/openapi.json").await.json();
+        let stream = &doc["paths"]["/v1/operations/{id}/events"]["get"]["responses"]["200"]["content"]
+            ["text/event-stream"]["schema"];
+        assert_eq!(stream["$ref"], "#/components/schemas/OperationEvent");
+        let event = &doc["components"]["schemas"]["OperationEvent"];
+        assert_eq!(event["required"], json!(["id", "event", "data"]));
+        let data = &event["properties"]["data"];
+        assert_eq!(data["contentMediaType"], "application/json");
+        assert_eq!(
+            data["contentSchema"]["$ref"],
+            "#/components/schemas/OperationView"
+        );
+    }
 
     #[tokio::test]
     async fn the_document_describes_every_route_and_the_seed_schemas() {

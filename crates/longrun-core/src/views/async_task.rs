@@ -67,19 +67,17 @@ pub struct AsyncTask {
     pub trace_id: String,
     /// Span id.
     pub span_id: String,
-    /// Positional arguments.
-    #[schema(value_type = Object)]
+    /// Positional arguments (a JSON array).
+    #[schema(value_type = Vec<Value>)]
     pub task_args: Value,
     /// Keyword arguments.
     #[schema(value_type = Object)]
     pub task_kwargs: Value,
-    /// Execution result.
+    /// Execution result (any JSON).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
     pub result: Option<Value>,
     /// Free JSON.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
     pub content: Option<Value>,
     /// Tenant id.
     pub customer: i64,

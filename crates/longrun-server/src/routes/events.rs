@@ -32,6 +32,7 @@ use crate::base_url::BaseUrl;
 use crate::caller::{Action, Caller};
 use crate::error::{ApiError, Problem};
 use crate::extract::{OperationId, QueryParams};
+use crate::openapi::OperationEvent;
 use crate::shutdown::Shutdown;
 
 /// How often an idle stream carries a keep-alive comment.
@@ -51,7 +52,7 @@ const WAIT_SLICE: Duration = Duration::from_secs(3600);
         ("Last-Event-ID" = Option<String>, Header, description = "Resume: the id (version) of the last event received."),
     ),
     responses(
-        (status = 200, description = "An event stream: `id:` version, `event:` status, `data:` the operation in the requested view (JSON). Ends after the finished operation's event.", body = String, content_type = "text/event-stream"),
+        (status = 200, description = "An event stream: `id:` version, `event:` status, `data:` the operation in the requested view (JSON). Ends after the finished operation's event. The schema is that of one event.", body = OperationEvent, content_type = "text/event-stream"),
         (status = 400, description = "Unknown `view`.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such operation.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable.", body = Problem, content_type = "application/problem+json"),

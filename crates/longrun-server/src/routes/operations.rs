@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use longrun_core::views::View;
 use longrun_core::wire::{OperationList, SubmitRequest};
-use longrun_core::{CancelOutcome, ListQuery, Status, Submitted};
+use longrun_core::{CancelOutcome, ListQuery, Status, Submitted, validate};
 use serde::Deserialize;
 use serde_json::Value;
 use utoipa::IntoParams;
@@ -46,7 +46,7 @@ const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
     tag = "operations",
     params(
         ViewQuery,
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes retried submits safe: the same key and body answer the same operation; the same key with another body is `422`."),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retried submits safe: the same key and body answer the same operation; the same key with another body is `422`. 1 to 255 visible ASCII characters other than `\"`, bare or in double quotes (`\"k\"` is the key `k`).", pattern = "^([!#-~]{1,255}|\"[!#-~]{1,255}\")$"),
         ("traceparent" = Option<String>, Header, description = "W3C trace context; its trace and span ids are recorded (generated when absent or invalid)."),
     ),
     request_body = SubmitRequest,
@@ -56,8 +56,10 @@ const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
             ("Operation-Location" = String, description = "The operation's URL (Azure convention)."),
             ("Retry-After" = u32, description = "Seconds to wait before polling."),
             ("Idempotent-Replayed" = bool, description = "`true` when an earlier submit with the same `Idempotency-Key` created the operation."),
+        ), links(
+            ("claim" = (operation_id = "claim", request_body = json!({"names": ["$response.body#/name"], "queues": ["$response.body#/queue"]}), description = "Claim operations of the submitted one's name and queue (from the canonical view).")),
         )),
-        (status = 400, description = "Malformed JSON, unknown `view` or bad `Idempotency-Key`.", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON, unknown `view` or malformed `Idempotency-Key`.", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "An earlier request with the same `Idempotency-Key` is still being processed; retry after `Retry-After` seconds.", body = Problem, content_type = "application/problem+json", headers(
             ("Retry-After" = u32, description = "Seconds to wait before retrying."),
         )),
@@ -76,13 +78,13 @@ pub async fn submit(
     uri: Uri,
     headers: HeaderMap,
     QueryParams(query): QueryParams<ViewQuery>,
-    JsonBody(body): JsonBody<Value>,
+    JsonBody(mut body): JsonBody<Value>,
 ) -> Result<Response, ApiError> {
     let request_url = base.join(
         uri.path_and_query()
             .map_or("/v1/operations", |p| p.as_str()),
     );
-    let request = submission::request(&body, &state.config)?;
+    let request = submission::request(&mut body, &state.config)?;
     let owner = caller
         .owner_of_new(&*state.store, request.parent_id)
         .await?;
@@ -194,7 +196,8 @@ pub async fn get(
 pub struct ListParams {
     /// Only operations with this status.
     pub status: Option<Status>,
-    /// Only operations with this task name.
+    /// Only operations with this task name (1–200 characters from `A-Z a-z 0-9 . _ : -`).
+    #[param(min_length = 1, max_length = 200, pattern = "^[A-Za-z0-9._:-]+$")]
     pub name: Option<String>,
     /// Only children of this operation.
     pub parent_id: Option<Uuid>,
@@ -204,8 +207,10 @@ pub struct ListParams {
     /// customer's operations whatever it asks for (another customer has none it may see).
     pub customer: Option<i64>,
     /// Page size (default 100, at most 1000 unless configured otherwise).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
-    /// The `nextCursor` of the previous page.
+    /// The `nextCursor` of the previous page, unchanged.
+    #[param(pattern = "^[0-9]{1,19}$")]
     pub cursor: Option<String>,
     /// The rendering of each operation.
     pub view: Option<View>,
@@ -239,6 +244,9 @@ pub async fn list(
         return Err(ApiError::bad_request(format!(
             "`limit` must be between 1 and {max} (got {limit})"
         )));
+    }
+    if let Some(name) = &params.name {
+        validate::name("name", name).map_err(|e| ApiError::bad_request(e.0))?;
     }
     let before_seq = params.cursor.as_deref().map(cursor::decode).transpose()?;
     let view = params.view.unwrap_or_default();

@@ -43,7 +43,12 @@ const DEFAULT_LEASE_SECS: u32 = 30;
     tag = "workers",
     request_body = ClaimRequest,
     responses(
-        (status = 200, description = "The leases granted (possibly none).", body = ClaimResponse),
+        (status = 200, description = "The leases granted (possibly none).", body = ClaimResponse, links(
+            ("heartbeat" = (operation_id = "heartbeat", parameters(("id" = "$response.body#/leases/0/operation/id")), request_body = json!({"leaseId": "$response.body#/leases/0/leaseId"}), description = "Heartbeat the first lease.")),
+            ("complete" = (operation_id = "complete", parameters(("id" = "$response.body#/leases/0/operation/id")), request_body = json!({"leaseId": "$response.body#/leases/0/leaseId"}), description = "Report the first lease's success.")),
+            ("fail" = (operation_id = "fail", parameters(("id" = "$response.body#/leases/0/operation/id")), request_body = json!({"leaseId": "$response.body#/leases/0/leaseId"}), description = "Report the first lease's failure.")),
+            ("release" = (operation_id = "release", parameters(("id" = "$response.body#/leases/0/operation/id")), request_body = json!({"leaseId": "$response.body#/leases/0/leaseId"}), description = "Give the first lease back.")),
+        )),
         (status = 400, description = "Malformed JSON.", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over the size limit.", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body not sent as `application/json`.", body = Problem, content_type = "application/problem+json"),

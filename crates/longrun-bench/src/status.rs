@@ -1,0 +1,200 @@
+//! `status`: N operations in the store (mixed states), C clients each on its own HTTP/1.1
+//! keep-alive connection asking `GET /v1/operations/{random id}` back to back for D seconds
+//! (after a warm-up that is not counted). Reports requests/s and latency percentiles.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail, ensure};
+use clap::Args;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::cluster::{Cluster, system};
+use crate::fill::{expected_status, fill};
+use crate::handler::HandlerKind;
+use crate::line::{Line, round1, round3};
+use crate::log;
+use crate::store::{FreshStore, PgArgs, StoreKind};
+
+/// `status` flags.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The store.
+    #[arg(long, value_enum)]
+    store: StoreKind,
+    #[command(flatten)]
+    pg: PgArgs,
+    /// Operations in the store.
+    #[arg(long, default_value_t = 1_000_000)]
+    stored: u64,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Measured time, s.
+    #[arg(long, default_value_t = 20.0)]
+    duration_secs: f64,
+    /// Load before the measured time, not counted, s.
+    #[arg(long, default_value_t = 2.0)]
+    warmup_secs: f64,
+    /// Rows per `INSERT` while filling.
+    #[arg(long, default_value_t = 1000)]
+    fill_batch: u64,
+}
+
+/// What one client saw in the measured window.
+#[derive(Default)]
+struct Tally {
+    latencies_ms: Vec<f64>,
+}
+
+/// Runs the workload.
+pub async fn status(args: StatusArgs) -> anyhow::Result<Line> {
+    ensure!(
+        args.stored > 0 && args.clients > 0 && args.duration_secs > 0.0,
+        "--stored, --clients and --duration-secs must be positive"
+    );
+    let store = FreshStore::create(args.store, &args.pg).await?;
+    let ids = fill(&store, args.stored, args.fill_batch.max(1)).await?;
+    store.checkpoint().await?;
+    let cluster = Cluster::start(
+        &store,
+        args.pg.pg_max_connections,
+        None,
+        HandlerKind::Noop,
+        1,
+    )
+    .await?;
+    let addr = cluster
+        .base_url
+        .strip_prefix("http://")
+        .context("an http:// base URL")?
+        .to_owned();
+    check_fill(&addr, &ids).await?;
+
+    let measure_from = Instant::now() + Duration::from_secs_f64(args.warmup_secs);
+    let until = measure_from + Duration::from_secs_f64(args.duration_secs);
+    let ids = std::sync::Arc::new(ids);
+    let mut clients = JoinSet::new();
+    for seed in 0..args.clients {
+        let (addr, ids) = (addr.clone(), ids.clone());
+        clients.spawn(async move { client(&addr, &ids, seed as u64, measure_from, until).await });
+    }
+    let mut latencies = Vec::new();
+    while let Some(done) = clients.join_next().await {
+        latencies.extend(done??.latencies_ms);
+    }
+    cluster.stop().await?;
+
+    let requests = latencies.len() as u64;
+    log!(
+        "{requests} requests in {:.1} s from {} clients on {} stored operations",
+        args.duration_secs,
+        args.clients,
+        args.stored
+    );
+    let mut line = Line::new(&system(args.store, None), "status", requests)
+        .with("store", args.store.as_str())
+        .with("n_stored", args.stored)
+        .with("clients", args.clients)
+        .with("duration_s", round3(args.duration_secs))
+        .with(
+            "requests_per_s",
+            round1(requests as f64 / args.duration_secs),
+        );
+    line.percentiles(&mut latencies);
+    Ok(line)
+}
+
+/// One client: one connection, requests back to back until `until`; keeps the latency of each
+/// request sent at or after `measure_from` and answered by `until`.
+async fn client(
+    addr: &str,
+    ids: &[Uuid],
+    seed: u64,
+    measure_from: Instant,
+    until: Instant,
+) -> anyhow::Result<Tally> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut conn = Connection::open(addr).await?;
+    let mut tally = Tally::default();
+    loop {
+        let sent = Instant::now();
+        if sent >= until {
+            return Ok(tally);
+        }
+        let id = ids[rng.usize(..ids.len())];
+        let (status, body) = conn.get(&format!("/v1/operations/{id}")).await?;
+        if status != 200 {
+            bail!(
+                "GET {id}: {status} {}",
+                String::from_utf8_lossy(&body[..body.len().min(300)])
+            );
+        }
+        let answered = Instant::now();
+        if sent >= measure_from && answered <= until {
+            tally
+                .latencies_ms
+                .push((answered - sent).as_secs_f64() * 1e3);
+        }
+    }
+}
+
+/// Before the load: the API serves the filled operations in the states they were given.
+async fn check_fill(addr: &str, ids: &[Uuid]) -> anyhow::Result<()> {
+    let mut conn = Connection::open(addr).await?;
+    for (i, id) in ids.iter().enumerate().take(40) {
+        let (status, body) = conn.get(&format!("/v1/operations/{id}")).await?;
+        ensure!(status == 200, "GET {id} after the fill answered {status}");
+        let op: longrun_core::Operation =
+            serde_json::from_slice(&body).context("decoding a filled operation")?;
+        ensure!(
+            op.id == *id && op.status.as_str() == expected_status(i as u64),
+            "operation {i} reads back as {} {}, not {id} {}",
+            op.id,
+            op.status.as_str(),
+            expected_status(i as u64)
+        );
+    }
+    Ok(())
+}
+
+/// One HTTP/1.1 keep-alive connection.
+struct Connection {
+    sender: http1::SendRequest<Empty<Bytes>>,
+    host: String,
+}
+
+impl Connection {
+    async fn open(addr: &str) -> anyhow::Result<Self> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                log!("status client connection: {e}");
+            }
+        });
+        Ok(Self {
+            sender,
+            host: addr.to_owned(),
+        })
+    }
+
+    /// `GET path`: the status and the whole body.
+    async fn get(&mut self, path: &str) -> anyhow::Result<(u16, Bytes)> {
+        self.sender.ready().await?;
+        let request = http::Request::get(path)
+            .header(http::header::HOST, &self.host)
+            .body(Empty::new())?;
+        let response = self.sender.send_request(request).await?;
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok((status, body))
+    }
+}

@@ -1,0 +1,218 @@
+//! The store under test: a fresh one for every run (a new SQLite file in a temporary
+//! directory, or the PostgreSQL database `bench_longrun` dropped and created again), migrated
+//! before any timing starts; and the driver's own connection to it, which counts operations
+//! the way the peers count their jobs (a `count(*)` on the system's own table).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use longrun_core::Store;
+use longrun_postgres::{PgOptions, PgStore};
+use longrun_sqlite::SqliteStore;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use sqlx::{AssertSqlSafe, PgPool, SqlitePool};
+use tempfile::TempDir;
+
+/// Which engine holds the operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    /// The embedded SQLite file.
+    Sqlite,
+    /// PostgreSQL on loopback.
+    Postgres,
+}
+
+impl StoreKind {
+    /// The name used in `system`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
+/// Where the PostgreSQL runs go.
+#[derive(Debug, Clone, Args)]
+pub struct PgArgs {
+    /// The PostgreSQL server, without a database.
+    #[arg(
+        long,
+        env = "BENCH_PG_URL",
+        default_value = "postgres://root@127.0.0.1:5432"
+    )]
+    pub pg_url: String,
+    /// An existing database to connect to while dropping and creating the bench database.
+    #[arg(long, env = "PG_ADMIN_DB", default_value = "test")]
+    pub pg_admin_db: String,
+    /// The bench database, dropped and created at the start of every run.
+    #[arg(long, default_value = "bench_longrun")]
+    pub pg_db: String,
+    /// Connections of the server's pool (longrun's default).
+    #[arg(long, default_value_t = PgOptions::default().max_connections)]
+    pub pg_max_connections: u32,
+}
+
+/// The driver's connection to the store.
+#[derive(Debug, Clone)]
+pub enum Pool {
+    /// To the SQLite file.
+    Sqlite(SqlitePool),
+    /// To the bench database.
+    Postgres(PgPool),
+}
+
+/// A freshly created and migrated store, removed (SQLite) when dropped.
+#[derive(Debug)]
+pub struct FreshStore {
+    /// The URL a server opens it with.
+    pub url: String,
+    /// The driver's own connection.
+    pub pool: Pool,
+    _dir: Option<TempDir>,
+}
+
+impl FreshStore {
+    /// Creates an empty store and applies longrun's migrations to it.
+    pub async fn create(kind: StoreKind, pg: &PgArgs) -> anyhow::Result<Self> {
+        match kind {
+            StoreKind::Sqlite => {
+                let dir = tempfile::Builder::new()
+                    .prefix("longrun-bench-")
+                    .tempdir()?;
+                let path = dir.path().join("longrun.db");
+                let url = format!("sqlite://{}", path.display());
+                SqliteStore::open_default(&url)
+                    .await
+                    .context("migrating the SQLite file")?
+                    .close()
+                    .await;
+                let options = SqliteConnectOptions::new()
+                    .filename(&path)
+                    .busy_timeout(Duration::from_secs(30));
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .connect_with(options)
+                    .await?;
+                Ok(Self {
+                    url,
+                    pool: Pool::Sqlite(pool),
+                    _dir: Some(dir),
+                })
+            }
+            StoreKind::Postgres => {
+                let admin = PgPoolOptions::new()
+                    .max_connections(1)
+                    .connect(&format!("{}/{}", pg.pg_url, pg.pg_admin_db))
+                    .await
+                    .with_context(|| format!("connecting to {}/{}", pg.pg_url, pg.pg_admin_db))?;
+                let db = &pg.pg_db;
+                // One statement per call: several in one string would form a transaction
+                // block, which DROP/CREATE DATABASE refuse.
+                for sql in [
+                    format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"),
+                    format!("CREATE DATABASE \"{db}\""),
+                ] {
+                    sqlx::raw_sql(AssertSqlSafe(sql))
+                        .execute(&admin)
+                        .await
+                        .with_context(|| format!("recreating database {db}"))?;
+                }
+                admin.close().await;
+                let url = format!("{}/{db}", pg.pg_url);
+                // Dropped, not closed: `PgStore::close` waits for the pool's connections,
+                // and its change listener keeps one until the store is dropped.
+                drop(
+                    PgStore::open_default(&url)
+                        .await
+                        .context("migrating the PostgreSQL database")?,
+                );
+                let pool = PgPoolOptions::new()
+                    .max_connections(2)
+                    .connect(&url)
+                    .await?;
+                Ok(Self {
+                    url,
+                    pool: Pool::Postgres(pool),
+                    _dir: None,
+                })
+            }
+        }
+    }
+
+    /// Flushes what is dirty so that the timed part does not pay for the set-up's writes:
+    /// `CHECKPOINT` on PostgreSQL (as the peers do), a truncating WAL checkpoint on SQLite.
+    pub async fn checkpoint(&self) -> anyhow::Result<()> {
+        match &self.pool {
+            Pool::Sqlite(pool) => {
+                sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .execute(pool)
+                    .await?;
+            }
+            Pool::Postgres(pool) => {
+                sqlx::query("CHECKPOINT").execute(pool).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Refreshes the planner's statistics: `ANALYZE` on SQLite, `VACUUM ANALYZE operations` on
+    /// PostgreSQL.
+    pub async fn analyze(&self) -> anyhow::Result<()> {
+        match &self.pool {
+            Pool::Sqlite(pool) => {
+                sqlx::query("ANALYZE").execute(pool).await?;
+            }
+            Pool::Postgres(pool) => {
+                sqlx::query("VACUUM ANALYZE operations")
+                    .execute(pool)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Operations not finished yet (`pending` or `running`). Cheaper to poll than the
+    /// succeeded ones: it reads only the rows still queued, which shrink as the drain goes
+    /// on (graphile-worker's poll counts its remaining rows the same way).
+    pub async fn count_unfinished(&self) -> anyhow::Result<u64> {
+        self.count("SELECT count(*) FROM operations WHERE status IN ('pending', 'running')")
+            .await
+    }
+
+    /// Operations recorded as succeeded in the store.
+    pub async fn count_succeeded(&self) -> anyhow::Result<u64> {
+        self.count("SELECT count(*) FROM operations WHERE status = 'succeeded'")
+            .await
+    }
+
+    /// Operations in the store.
+    pub async fn count_all(&self) -> anyhow::Result<u64> {
+        self.count("SELECT count(*) FROM operations").await
+    }
+
+    async fn count(&self, sql: &'static str) -> anyhow::Result<u64> {
+        let n: i64 = match &self.pool {
+            Pool::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await?,
+            Pool::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await?,
+        };
+        Ok(u64::try_from(n)?)
+    }
+}
+
+/// Opens the store at `url` as `longrun serve` does (SQLite with its defaults; PostgreSQL with
+/// longrun's default options except the pool size).
+pub async fn open(url: &str, pg_max_connections: u32) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(if url.starts_with("postgres://") {
+        let options = PgOptions {
+            max_connections: pg_max_connections,
+            ..PgOptions::default()
+        };
+        Arc::new(PgStore::open(url, options, Arc::new(longrun_core::SystemClock)).await?)
+    } else {
+        Arc::new(SqliteStore::open_default(url).await?)
+    })
+}
