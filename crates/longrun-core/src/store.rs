@@ -90,6 +90,27 @@ pub struct Page {
     pub next_before_seq: Option<i64>,
 }
 
+impl ListQuery {
+    /// How many rows a store fetches: one more than the page, to know whether another follows.
+    pub fn fetch_limit(&self) -> i64 {
+        i64::from(self.limit.max(1)) + 1
+    }
+}
+
+impl Page {
+    /// The page made of rows fetched with [`ListQuery::fetch_limit`], newest first.
+    pub fn from_fetched(mut operations: Vec<Operation>, query: &ListQuery) -> Self {
+        let limit = query.limit.max(1) as usize;
+        let more = operations.len() > limit;
+        operations.truncate(limit);
+        let next_before_seq = more.then(|| operations.last().map(|op| op.seq)).flatten();
+        Self {
+            operations,
+            next_before_seq,
+        }
+    }
+}
+
 /// Which ready operations a worker will take.
 #[derive(Debug, Clone, Default)]
 pub struct ClaimFilter {

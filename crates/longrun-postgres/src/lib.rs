@@ -159,7 +159,6 @@ impl Store for PgStore {
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
-        let limit = query.limit.max(1);
         let rows = sqlx::query(LIST)
             .bind(query.status.map(|s| s.as_str()))
             .bind(query.name.as_deref())
@@ -167,21 +166,15 @@ impl Store for PgStore {
             .bind(query.root_id)
             .bind(query.customer)
             .bind(query.before_seq)
-            .bind(i64::from(limit) + 1)
+            .bind(query.fetch_limit())
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
-        let mut operations = rows
+        let operations = rows
             .iter()
             .map(row::decode)
             .collect::<Result<Vec<_>, _>>()?;
-        let more = operations.len() > limit as usize;
-        operations.truncate(limit as usize);
-        let next_before_seq = more.then(|| operations.last().map(|op| op.seq)).flatten();
-        Ok(Page {
-            operations,
-            next_before_seq,
-        })
+        Ok(Page::from_fetched(operations, query))
     }
 
     async fn edit(&self, id: Uuid, edit: Edit) -> Result<Operation, StoreError> {
