@@ -114,8 +114,9 @@ impl PgStore {
         self.pool.begin().await.map_err(db)
     }
 
-    /// Closes the pool.
+    /// Stops listening for changes and closes the pool (waits for running statements).
     pub async fn close(&self) {
+        self._listener.stop();
         self.pool.close().await;
     }
 }

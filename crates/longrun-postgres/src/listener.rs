@@ -56,6 +56,13 @@ impl Listener {
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+impl Listener {
+    /// Stops listening, giving its connection back.
+    pub(crate) fn stop(&self) {
+        self.0.abort();
+    }
+}
+
 impl Drop for Listener {
     fn drop(&mut self) {
         self.0.abort();

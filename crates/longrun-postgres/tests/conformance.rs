@@ -60,3 +60,25 @@ impl Drop for Postgres {
 }
 
 longrun_core::conformance_tests!(Postgres::new());
+
+/// Closing a store returns once its statements are done, even while it listens for changes.
+#[tokio::test]
+async fn close_returns_while_listening() {
+    let factory = Postgres::new();
+    let created = factory
+        .admin()
+        .arg(format!("CREATE SCHEMA {}", factory.schema))
+        .status()
+        .expect("run psql");
+    assert!(created.success());
+    let options = PgOptions {
+        schema: Some(factory.schema.clone()),
+        ..PgOptions::default()
+    };
+    let store = PgStore::open(&factory.url, options, Arc::new(longrun_core::SystemClock))
+        .await
+        .expect("open");
+    tokio::time::timeout(std::time::Duration::from_secs(10), store.close())
+        .await
+        .expect("close returns");
+}
