@@ -184,15 +184,22 @@ impl Store for PgStore {
 
     async fn delete(&self, id: Uuid) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        let op = row::load(&mut tx, id, true)
-            .await?
-            .ok_or(StoreError::NotFound(id))?;
-        if !op.is_terminal() {
-            return Err(StoreError::NotTerminal {
-                id,
-                status: op.status,
-            });
-        }
+        let found = row::load(&mut tx, id, true).await?;
+        let op = match found {
+            Some(op) if op.is_terminal() => op,
+            // End the transaction now: a dropped one is rolled back only when its connection is
+            // next used, and until then its row lock would make claims skip the operation.
+            other => {
+                tx.rollback().await.map_err(db)?;
+                return Err(match other {
+                    Some(op) => StoreError::NotTerminal {
+                        id,
+                        status: op.status,
+                    },
+                    None => StoreError::NotFound(id),
+                });
+            }
+        };
         sqlx::query("DELETE FROM operations WHERE seq = $1")
             .bind(op.seq)
             .execute(&mut *tx)
