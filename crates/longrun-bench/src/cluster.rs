@@ -4,7 +4,7 @@
 use clap::ValueEnum;
 
 use crate::child::Child;
-use crate::handler::HandlerKind;
+use crate::handler::{HandlerKind, WorkerArgs};
 use crate::store::{FreshStore, StoreKind};
 
 /// Where the worker runs.
@@ -39,51 +39,46 @@ impl Cluster {
     pub async fn start(
         store: &FreshStore,
         pg_max_connections: u32,
-        worker: Option<WorkerMode>,
+        worker: Option<(WorkerMode, WorkerArgs)>,
         handler: HandlerKind,
-        concurrency: usize,
     ) -> anyhow::Result<Self> {
         let handler = handler
             .to_possible_value()
             .expect("no skipped variants")
             .get_name()
             .to_owned();
-        let in_process = if worker == Some(WorkerMode::InProcess) {
+        let in_process = if matches!(worker, Some((WorkerMode::InProcess, _))) {
             "in-process"
         } else {
             "none"
         };
-        let mut node = Child::spawn(
-            "server",
-            &[
-                "node".into(),
-                "--database".into(),
-                store.url.clone(),
-                "--pg-max-connections".into(),
-                pg_max_connections.to_string(),
-                "--worker".into(),
-                in_process.into(),
-                "--handler".into(),
-                handler.clone(),
-                "--concurrency".into(),
-                concurrency.to_string(),
-            ],
-        )?;
+        let mut node_args = vec![
+            "node".into(),
+            "--database".into(),
+            store.url.clone(),
+            "--pg-max-connections".into(),
+            pg_max_connections.to_string(),
+            "--worker".into(),
+            in_process.into(),
+            "--handler".into(),
+            handler.clone(),
+        ];
+        if let Some((_, worker_args)) = worker {
+            node_args.extend(worker_args.flags());
+        }
+        let mut node = Child::spawn("server", &node_args)?;
         let base_url = node.expect("ready").await?;
         let worker = match worker {
-            Some(WorkerMode::Http) => {
-                let mut child = Child::spawn(
-                    "worker",
-                    &[
-                        "http-worker".into(),
-                        "--server".into(),
-                        base_url.clone(),
-                        "--handler".into(),
-                        handler,
-                        "--concurrency".into(),
-                        concurrency.to_string(),
-                    ],
-                )?;
+            Some((WorkerMode::Http, worker_args)) => {
+                let mut worker_flags = vec![
+                    "http-worker".into(),
+                    "--server".into(),
+                    base_url.clone(),
+                    "--handler".into(),
+                    handler,
+                ];
+                worker_flags.extend(worker_args.flags());
+                let mut child = Child::spawn("worker", &worker_flags)?;
                 child.expect("ready").await?;
                 Some(child)
             }

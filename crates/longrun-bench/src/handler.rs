@@ -1,6 +1,6 @@
 //! The benchmark's one task, `bench`, and its two handlers.
 
-use clap::ValueEnum;
+use clap::{Args, ValueEnum};
 use longrun_worker::{Registry, TaskError, WorkerOptions};
 use serde_json::json;
 
@@ -34,13 +34,36 @@ impl HandlerKind {
     }
 }
 
-/// The worker's settings: `concurrency` handlers at once; everything else longrun's defaults
-/// (a claim asks for as many operations as there are free slots, so nothing is fetched
-/// beyond the concurrency).
-pub fn worker_options(concurrency: usize) -> WorkerOptions {
-    WorkerOptions {
-        name: format!("bench-worker-{}", std::process::id()),
-        concurrency,
-        ..WorkerOptions::default()
+/// How the benchmark's worker runs; everything not here is longrun's default.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct WorkerArgs {
+    /// Handlers executing at once in the worker process.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Operations claimed ahead beyond the concurrency (`WorkerOptions::prefetch`; 0: a claim
+    /// asks for at most the free slots, nothing is fetched beyond the concurrency).
+    #[arg(long, default_value_t = 0)]
+    pub prefetch: usize,
+}
+
+impl WorkerArgs {
+    /// The worker's options.
+    pub fn options(&self) -> WorkerOptions {
+        WorkerOptions {
+            name: format!("bench-worker-{}", std::process::id()),
+            concurrency: self.concurrency,
+            prefetch: self.prefetch,
+            ..WorkerOptions::default()
+        }
+    }
+
+    /// The same settings as command-line flags, for a child process.
+    pub fn flags(&self) -> Vec<String> {
+        vec![
+            "--concurrency".into(),
+            self.concurrency.to_string(),
+            "--prefetch".into(),
+            self.prefetch.to_string(),
+        ]
     }
 }

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 use clap::Args;
-use futures::{StreamExt, TryStreamExt};
 use longrun_client::{Client, ListParams};
 use longrun_core::Status;
 use longrun_core::wire::SubmitRequest;
@@ -15,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::clock::{ms, now_ms};
 use crate::cluster::{Cluster, WorkerMode, system};
-use crate::handler::{HandlerKind, TASK};
+use crate::handler::{HandlerKind, TASK, WorkerArgs};
 use crate::line::{Line, round1, round3};
 use crate::log;
 use crate::store::{FreshStore, PgArgs, StoreKind};
@@ -31,9 +30,8 @@ pub struct JobArgs {
     worker: WorkerMode,
     #[command(flatten)]
     pg: PgArgs,
-    /// Handlers executing at once in the worker process.
-    #[arg(long, default_value_t = 32)]
-    concurrency: usize,
+    #[command(flatten)]
+    worker_args: WorkerArgs,
     /// How often the driver counts unfinished operations, ms.
     #[arg(long, default_value_t = 50)]
     poll_ms: u64,
@@ -48,9 +46,8 @@ impl JobArgs {
         let cluster = Cluster::start(
             &store,
             self.pg.pg_max_connections,
-            Some(self.worker),
+            Some((self.worker, self.worker_args)),
             handler,
-            self.concurrency,
         )
         .await?;
         store.checkpoint().await?;
@@ -89,7 +86,8 @@ impl JobArgs {
                     WorkerMode::Http => "http",
                 },
             )
-            .with("concurrency", self.concurrency)
+            .with("concurrency", self.worker_args.concurrency)
+            .with("prefetch", self.worker_args.prefetch)
     }
 }
 
@@ -101,12 +99,9 @@ pub struct ThroughputArgs {
     /// Jobs.
     #[arg(long, default_value_t = 20_000)]
     n: u64,
-    /// Jobs per enqueue batch.
+    /// Jobs per enqueue batch (one `POST /v1/operations:batch` each).
     #[arg(long, default_value_t = 1000)]
     batch: u64,
-    /// Submits in flight at once within a batch (default: the whole batch).
-    #[arg(long)]
-    enqueue_concurrency: Option<usize>,
     /// Diagnostic, off in the yardstick runs: refresh the planner's statistics (`ANALYZE`)
     /// after the enqueue, before the worker starts (not timed), to show what a fresh table's
     /// missing statistics cost the drain.
@@ -132,24 +127,16 @@ pub async fn throughput(args: ThroughputArgs) -> anyhow::Result<Line> {
     );
     let (store, mut cluster) = run.start(HandlerKind::Noop).await?;
     let client = Client::new(&cluster.base_url)?;
-    let in_flight = args
-        .enqueue_concurrency
-        .unwrap_or(args.batch as usize)
-        .max(1);
 
     let t0 = now_ms();
     let mut next = 0;
     while next < args.n {
         let end = (next + args.batch).min(args.n);
-        futures::stream::iter(next..end)
-            .map(|i| {
-                let client = &client;
-                async move { client.submit(&job(json!({ "i": i })), None).await }
-            })
-            .buffer_unordered(in_flight)
-            .try_for_each(|_| async { Ok(()) })
+        let jobs: Vec<SubmitRequest> = (next..end).map(|i| job(json!({ "i": i }))).collect();
+        client
+            .submit_batch(&jobs, None)
             .await
-            .context("submitting")?;
+            .context("submitting a batch")?;
         next = end;
     }
     let t1 = now_ms();
@@ -176,7 +163,7 @@ pub async fn throughput(args: ThroughputArgs) -> anyhow::Result<Line> {
     let mut line = run.line("throughput", args.n).with(
         "enqueue",
         format!(
-            "POST /v1/operations, one job per request (no bulk endpoint), {in_flight} in flight per batch of {}",
+            "POST /v1/operations:batch, {} jobs per call, calls one after another",
             args.batch
         ),
     );

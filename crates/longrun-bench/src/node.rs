@@ -12,7 +12,7 @@ use longrun_worker::{HttpBackend, LocalBackend, Worker};
 use tokio_util::sync::CancellationToken;
 
 use crate::child::Parent;
-use crate::handler::{HandlerKind, worker_options};
+use crate::handler::{HandlerKind, WorkerArgs};
 use crate::store;
 
 /// Whether the node runs handlers itself.
@@ -39,9 +39,8 @@ pub struct NodeArgs {
     /// The handler.
     #[arg(long, value_enum, default_value = "noop")]
     handler: HandlerKind,
-    /// Handlers at once.
-    #[arg(long, default_value_t = 32)]
-    concurrency: usize,
+    #[command(flatten)]
+    worker_args: WorkerArgs,
 }
 
 /// Serves on an ephemeral loopback port: says `ready http://ADDR`; with a worker, starts it on
@@ -67,7 +66,7 @@ pub async fn node(args: NodeArgs) -> anyhow::Result<()> {
         Worker::new(
             Arc::new(backend),
             args.handler.registry(),
-            worker_options(args.concurrency),
+            args.worker_args.options(),
         )
     });
 
@@ -104,9 +103,8 @@ pub struct HttpWorkerArgs {
     /// The handler.
     #[arg(long, value_enum, default_value = "noop")]
     handler: HandlerKind,
-    /// Handlers at once.
-    #[arg(long, default_value_t = 32)]
-    concurrency: usize,
+    #[command(flatten)]
+    worker_args: WorkerArgs,
 }
 
 /// Connects to the server (one request, so a connection exists), says `ready`, runs the
@@ -122,7 +120,7 @@ pub async fn http_worker(args: HttpWorkerArgs) -> anyhow::Result<()> {
     let worker = Worker::new(
         Arc::new(HttpBackend::new(client)),
         args.handler.registry(),
-        worker_options(args.concurrency),
+        args.worker_args.options(),
     );
     let mut parent = Parent::new();
     parent.say("ready");

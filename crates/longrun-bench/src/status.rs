@@ -62,14 +62,8 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<Line> {
     let store = FreshStore::create(args.store, &args.pg).await?;
     let ids = fill(&store, args.stored, args.fill_batch.max(1)).await?;
     store.checkpoint().await?;
-    let cluster = Cluster::start(
-        &store,
-        args.pg.pg_max_connections,
-        None,
-        HandlerKind::Noop,
-        1,
-    )
-    .await?;
+    let cluster =
+        Cluster::start(&store, args.pg.pg_max_connections, None, HandlerKind::Noop).await?;
     let addr = cluster
         .base_url
         .strip_prefix("http://")

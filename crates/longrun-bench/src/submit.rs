@@ -42,14 +42,8 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<Line> {
         "--n and --clients must be positive"
     );
     let store = FreshStore::create(args.store, &args.pg).await?;
-    let cluster = Cluster::start(
-        &store,
-        args.pg.pg_max_connections,
-        None,
-        HandlerKind::Noop,
-        1,
-    )
-    .await?;
+    let cluster =
+        Cluster::start(&store, args.pg.pg_max_connections, None, HandlerKind::Noop).await?;
     store.checkpoint().await?;
     let client = Client::new(&cluster.base_url)?;
     let next = Arc::new(AtomicU64::new(0));

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use longrun_core::views::View;
 use longrun_core::wire::{
-    ClaimRequest, ClaimResponse, CompleteRequest, FailRequest, HeartbeatRequest, HeartbeatResponse,
-    OperationList, ReleaseRequest, SubmitRequest,
+    BatchSubmitRequest, ClaimRequest, ClaimResponse, CompleteRequest, FailRequest,
+    HeartbeatRequest, HeartbeatResponse, OperationList, ReleaseRequest, SubmitRequest,
 };
 use longrun_core::{Operation, Status};
 use reqwest::header::{ACCEPT, IF_NONE_MATCH, RETRY_AFTER};
@@ -127,6 +127,28 @@ impl Client {
             builder = builder.header("Idempotency-Key", key);
         }
         decode(builder.send().await?, "the submitted operation").await
+    }
+
+    /// `POST /v1/operations:batch`: submits many operations (1 to the server's limit, 1000 by
+    /// default) in one request; returns them in request order. An invalid item rejects the
+    /// whole batch. With an `idempotency_key`, repeating the same batch returns the same
+    /// operations.
+    pub async fn submit_batch(
+        &self,
+        requests: &[SubmitRequest],
+        idempotency_key: Option<&str>,
+    ) -> Result<Vec<Operation>, ClientError> {
+        let body = BatchSubmitRequest {
+            operations: requests.to_vec(),
+        };
+        let mut builder = self
+            .request(Method::POST, &["v1", "operations:batch"])
+            .json(&body);
+        if let Some(key) = idempotency_key {
+            builder = builder.header("Idempotency-Key", key);
+        }
+        let list: OperationList = decode(builder.send().await?, "the submitted operations").await?;
+        Ok(list.operations)
     }
 
     /// `GET /v1/operations/{id}`: the operation.

@@ -159,6 +159,29 @@ async fn idempotency_keys_return_the_same_operation_and_refuse_another_body() {
 }
 
 #[tokio::test]
+async fn a_batch_comes_back_in_order_and_once_under_its_key() {
+    let server = Server::start().await;
+    let requests: Vec<SubmitRequest> = (0..5).map(|i| request(&format!("batch{i}"))).collect();
+    let first = server
+        .client
+        .submit_batch(&requests, Some("nightly"))
+        .await
+        .unwrap();
+    let names: Vec<&str> = first.iter().map(|op| op.name.as_str()).collect();
+    assert_eq!(names, ["batch0", "batch1", "batch2", "batch3", "batch4"]);
+    let again = server
+        .client
+        .submit_batch(&requests, Some("nightly"))
+        .await
+        .unwrap();
+    let ids = |ops: &[Operation]| ops.iter().map(|op| op.id).collect::<Vec<_>>();
+    assert_eq!(ids(&again), ids(&first));
+    let empty = server.client.submit_batch(&[], None).await;
+    assert_eq!(problem_status(empty).0, 422);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn wait_returns_none_when_nothing_changed_and_the_operation_when_it_did() {
     let server = Server::start().await;
     let op = server.submit("slow").await;

@@ -61,6 +61,15 @@ pub struct SubmitRequest {
     pub priority: Option<i32>,
 }
 
+/// `POST /v1/operations:batch`: submit many operations in one request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BatchSubmitRequest {
+    /// The operations, each as `POST /v1/operations` takes it.
+    #[schema(min_items = 1, max_items = 1000)]
+    pub operations: Vec<SubmitRequest>,
+}
+
 /// `GET /v1/operations`: a page of operations, newest first.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

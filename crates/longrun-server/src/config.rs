@@ -49,6 +49,8 @@ pub struct ServerConfig {
     pub max_lease_secs: u32,
     /// Most operations one claim may lease.
     pub max_claim: u32,
+    /// Most operations one batch submit (`POST /v1/operations:batch`) may carry.
+    pub max_batch_submit: u32,
     /// How often the maintenance loop expires leases and prunes old operations.
     pub maintenance_interval: Duration,
     /// Finished operations older than this are deleted by the maintenance loop (`None`: kept
@@ -80,6 +82,7 @@ impl Default for ServerConfig {
             max_wait_secs: 60,
             max_lease_secs: 3600,
             max_claim: 1000,
+            max_batch_submit: 1000,
             maintenance_interval: Duration::from_secs(1),
             retention: Some(time::Duration::days(7)),
             request_timeout: Duration::from_secs(90),

@@ -216,6 +216,13 @@ impl ApiError {
         self
     }
 
+    /// The same problem about the part of the request at `location` (e.g. `operations[3]`),
+    /// which `detail` names first; the location is also the `pointer` extension member.
+    pub fn at(mut self, location: &str, pointer: &str) -> Self {
+        self.detail = format!("{location}: {}", self.detail);
+        self.with("pointer", pointer)
+    }
+
     /// 400 with `detail`.
     pub fn bad_request(detail: impl Into<String>) -> Self {
         Self::new(ProblemKind::BadRequest, detail)

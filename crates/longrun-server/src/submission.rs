@@ -35,35 +35,55 @@ pub fn request(body: &mut Value, config: &ServerConfig) -> Result<SubmitRequest,
 }
 
 /// Validates `request` (parsed from `body`) and fills in every default. `request_url`
-/// (absolute) becomes `meta.url` when the body gives none; `owner` comes from the caller.
+/// (absolute) becomes `meta.url` when the body gives none; `owner` comes from the caller;
+/// `idempotency_key` (see [`idempotency_key`]) is paired with the body's fingerprint.
 pub fn new_operation(
     request: SubmitRequest,
     body: &Value,
-    headers: &HeaderMap,
-    request_url: String,
+    context: &SubmitContext,
+    idempotency_key: Option<String>,
     config: &ServerConfig,
     owner: Owner,
 ) -> Result<NewOperation, ApiError> {
-    let trace = headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(TraceIds::parse)
-        .unwrap_or_else(TraceIds::generate);
     let defaults = SubmitDefaults {
         retry_policy: config.default_retry_policy,
         owner,
-        trace,
-        request_url: Some(request_url),
+        trace: context.trace.clone(),
+        request_url: Some(context.request_url.clone()),
     };
     let mut new = NewOperation::from_request(request, defaults)?;
-    new.idempotency = idempotency(headers, body)?;
+    new.idempotency = idempotency_key.map(|key| Idempotency {
+        key,
+        fingerprint: fingerprint(body),
+    });
     Ok(new)
 }
 
-/// The request's `Idempotency-Key` with the body's fingerprint. The key is 1 to 255 visible
-/// ASCII characters other than `"`, bare or quoted as the IETF draft writes it (a structured
-/// field string), so `"k"` and `k` are the same key; anything else is `400`.
-fn idempotency(headers: &HeaderMap, body: &Value) -> Result<Option<Idempotency>, ApiError> {
+/// What a submit request's headers and URL give every operation it creates.
+#[derive(Debug, Clone)]
+pub struct SubmitContext {
+    /// The `traceparent` header's ids (generated when absent or invalid).
+    pub trace: TraceIds,
+    /// The absolute URL of the request.
+    pub request_url: String,
+}
+
+impl SubmitContext {
+    /// The context of a request to `request_url` with `headers`.
+    pub fn new(headers: &HeaderMap, request_url: String) -> Self {
+        let trace = headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(TraceIds::parse)
+            .unwrap_or_else(TraceIds::generate);
+        Self { trace, request_url }
+    }
+}
+
+/// The request's `Idempotency-Key`. The key is 1 to 255 visible ASCII characters other than
+/// `"`, bare or quoted as the IETF draft writes it (a structured field string), so `"k"` and
+/// `k` are the same key; anything else is `400`.
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(raw) = headers.get(IDEMPOTENCY_KEY) else {
         return Ok(None);
     };
@@ -85,8 +105,11 @@ fn idempotency(headers: &HeaderMap, body: &Value) -> Result<Option<Idempotency>,
                 "`Idempotency-Key` must be 1 to {MAX_KEY_CHARS} visible ASCII characters other than `\"`, optionally in double quotes"
             ))
         })?;
-    Ok(Some(Idempotency {
-        key: key.to_owned(),
-        fingerprint: fingerprint(body),
-    }))
+    Ok(Some(key.to_owned()))
+}
+
+/// The idempotency key of item `index` of a batch sent with `Idempotency-Key: key`. A header
+/// key has no spaces, so these never collide with the key of a single submit.
+pub fn batch_item_key(key: &str, index: usize) -> String {
+    format!("{key} {index}")
 }

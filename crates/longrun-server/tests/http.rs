@@ -241,6 +241,11 @@ mod support {
                 "/v1/operations".into(),
                 Some(json!({"name": "probe"})),
             ),
+            (
+                Method::POST,
+                "/v1/operations:batch".into(),
+                Some(json!({"operations": [{"name": "probe"}]})),
+            ),
             (Method::GET, "/v1/operations".into(), None),
             (Method::GET, op.clone(), None),
             (Method::DELETE, op.clone(), None),
@@ -599,6 +604,145 @@ mod operations {
         }
         let listed = app.get("/v1/operations").await.json();
         assert_eq!(listed["operations"].as_array().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_batch_submit_stores_every_item_in_order_or_none_when_one_is_invalid() {
+        let app = TestApp::with(ServerConfig {
+            max_batch_submit: 3,
+            ..ServerConfig::default()
+        })
+        .await;
+        let batch = json!({"operations": [
+            {"name": "bulk.a", "args": [1]},
+            {"name": "bulk.b", "priority": 5, "queue": "q"},
+            {"name": "bulk.c", "kwargs": {"k": 1.0}},
+        ]});
+        let reply = app
+            .post("/v1/operations:batch?view=async-task", batch)
+            .await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text());
+        assert!(reply.header("retry-after").is_some());
+        assert_eq!(reply.header("idempotent-replayed"), None);
+        let answered = reply.json()["operations"].as_array().unwrap().clone();
+        let names: Vec<&str> = answered
+            .iter()
+            .map(|op| op["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["bulk.a", "bulk.b", "bulk.c"]);
+        // Stored as listed, oldest first: a, b, c.
+        let listed = app.get("/v1/operations").await.json();
+        let stored: Vec<Value> = listed["operations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .rev()
+            .cloned()
+            .collect();
+        assert_eq!(stored.len(), 3);
+        for (op, shown) in stored.iter().zip(&answered) {
+            assert_eq!(op["name"], shown["name"]);
+            assert_eq!(op["status"], "pending");
+            assert_eq!(
+                op["meta"]["url"],
+                format!("http://{HOST}/v1/operations:batch?view=async-task")
+            );
+        }
+        assert_eq!(
+            (stored[1]["priority"].clone(), stored[1]["queue"].clone()),
+            (json!(5), json!("q"))
+        );
+        assert_eq!(stored[2]["kwargs"], json!({"k": 1.0}));
+
+        // One bad item: a 422 naming it, and nothing more stored.
+        let bad = app
+            .post(
+                "/v1/operations:batch",
+                json!({"operations": [{"name": "ok"}, {"name": "bad name"}]}),
+            )
+            .await;
+        let problem = bad.problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/problems/validation-failed",
+        );
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("operations[1]: "),
+            "{problem}"
+        );
+        assert_eq!(problem["pointer"], "/operations/1");
+        for body in [
+            json!({"operations": []}),
+            json!({"operations": [{"name": "a"}, {"name": "b"}, {"name": "c"}, {"name": "d"}]}),
+            json!({"operations": {"name": "a"}}),
+            json!({"operations": [{"name": "a"}], "extra": 1}),
+            json!({}),
+            json!([{"name": "a"}]),
+        ] {
+            let reply = app.post("/v1/operations:batch", body.clone()).await;
+            reply.problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "/problems/validation-failed",
+            );
+        }
+        let listed = app.get("/v1/operations").await.json();
+        assert_eq!(listed["operations"].as_array().unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_batch_sent_again_with_its_idempotency_key_creates_nothing_new() {
+        let app = TestApp::new().await;
+        let key = [("idempotency-key", "import-7")];
+        let batch =
+            json!({"operations": [{"name": "imp", "args": [1]}, {"name": "imp", "args": [2]}]});
+        let first = app
+            .call(
+                Method::POST,
+                "/v1/operations:batch",
+                Some(batch.clone()),
+                &key,
+            )
+            .await;
+        assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.text());
+        let again = app
+            .call(Method::POST, "/v1/operations:batch", Some(batch), &key)
+            .await;
+        assert_eq!(again.status, StatusCode::ACCEPTED, "{}", again.text());
+        assert_eq!(again.header("idempotent-replayed"), Some("true"));
+        assert_eq!(again.json()["operations"], first.json()["operations"]);
+
+        // The same key on another batch: the changed item is refused.
+        let other = app
+            .call(
+                Method::POST,
+                "/v1/operations:batch",
+                Some(json!({"operations": [{"name": "imp", "args": [1]}, {"name": "imp", "args": [3]}]})),
+                &key,
+            )
+            .await;
+        let problem = other.problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/problems/idempotency-key-reused",
+        );
+        assert!(
+            problem["detail"].as_str().unwrap().contains("import-7 1"),
+            "{problem}"
+        );
+        // A single submit with the batch's key is another key.
+        let single = app
+            .call(
+                Method::POST,
+                "/v1/operations",
+                Some(json!({"name": "imp", "args": [1]})),
+                &key,
+            )
+            .await;
+        assert_eq!(single.status, StatusCode::ACCEPTED);
+        assert_eq!(single.header("idempotent-replayed"), None);
+        let listed = app.get("/v1/operations").await.json();
+        assert_eq!(listed["operations"].as_array().unwrap().len(), 3);
     }
 
     #[tokio::test]
@@ -2259,7 +2403,7 @@ mod roles {
         let lease = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b";
 
         let routes = v1_routes(id, lease);
-        let (client, work) = routes.split_at(7);
+        let (client, work) = routes.split_at(8);
         for (method, uri, body) in client {
             let reply = app
                 .call_as(&worker, method.clone(), uri, body.clone(), &[])

@@ -431,6 +431,53 @@ async fn no_more_handlers_run_at_once_than_the_concurrency_limit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prefetch_holds_that_many_more_and_shutdown_gives_them_back() {
+    let h = Harness::new().await;
+    let mut ops = Vec::new();
+    for _ in 0..10 {
+        ops.push(h.submit("long", json!({}), 3).await);
+    }
+    let options = WorkerOptions {
+        concurrency: 2,
+        prefetch: 3,
+        shutdown_grace: Duration::from_millis(200),
+        ..options()
+    };
+    let worker = h.start(cooperative(Arc::new(AtomicBool::new(false))), options);
+    let store = h.store.clone();
+    let count = |status: Status, started: bool| {
+        let (store, ops) = (store.clone(), ops.clone());
+        async move {
+            let mut n = 0;
+            for op in ops {
+                let op = store.get(op.id).await.unwrap().unwrap();
+                n += usize::from(op.status == status && op.progress_pct.is_some() == started);
+            }
+            n
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count(Status::Running, true).await < 2 || count(Status::Running, false).await < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the worker did not fill its slots and prefetch"
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+    // Two handlers run, three more are held, the other five stay queued.
+    sleep(Duration::from_millis(300)).await;
+    assert_eq!(count(Status::Running, true).await, 2);
+    assert_eq!(count(Status::Running, false).await, 3);
+    assert_eq!(count(Status::Pending, false).await, 5);
+
+    worker.shutdown().await;
+    for op in &ops {
+        let op = h.store.get(op.id).await.unwrap().unwrap();
+        assert_eq!((op.status, op.retries), (Status::Pending, 0), "{op:#?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn children_submitted_by_a_handler_carry_its_lineage() {
     let h = Harness::new().await;
     let registry = Registry::new()

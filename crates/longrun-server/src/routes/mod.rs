@@ -21,6 +21,7 @@ use crate::base_url::BaseUrl;
 pub fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(operations::submit, operations::list))
+        .routes(routes!(operations::submit_batch))
         .routes(routes!(operations::get, operations::delete))
         .routes(routes!(operations::cancel))
         .routes(routes!(operations::result))

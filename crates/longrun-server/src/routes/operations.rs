@@ -8,8 +8,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use longrun_core::views::View;
-use longrun_core::wire::{OperationList, SubmitRequest};
-use longrun_core::{CancelOutcome, ListQuery, Status, Submitted, validate};
+use longrun_core::wire::{BatchSubmitRequest, OperationList, SubmitRequest};
+use longrun_core::{CancelOutcome, ListQuery, NewOperation, Status, Submitted, validate};
 use serde::Deserialize;
 use serde_json::Value;
 use utoipa::IntoParams;
@@ -24,6 +24,7 @@ use crate::extract::{JsonBody, OperationId, QueryParams};
 use crate::inflight::InFlight;
 use crate::openapi::OperationView;
 use crate::shutdown::Shutdown;
+use crate::submission::SubmitContext;
 use crate::{cursor, etag, prefer, submission};
 
 /// `Idempotent-Replayed: true` marks the answer to a repeated idempotent submit.
@@ -80,16 +81,9 @@ pub async fn submit(
     QueryParams(query): QueryParams<ViewQuery>,
     JsonBody(mut body): JsonBody<Value>,
 ) -> Result<Response, ApiError> {
-    let request_url = base.join(
-        uri.path_and_query()
-            .map_or("/v1/operations", |p| p.as_str()),
-    );
-    let request = submission::request(&mut body, &state.config)?;
-    let owner = caller
-        .owner_of_new(&*state.store, request.parent_id)
-        .await?;
-    let new =
-        submission::new_operation(request, &body, &headers, request_url, &state.config, owner)?;
+    let context = SubmitContext::new(&headers, request_url(&base, &uri));
+    let key = submission::idempotency_key(&headers)?;
+    let new = prepare(&caller, &state, &context, &mut body, key).await?;
     let _in_flight = new
         .idempotency
         .as_ref()
@@ -111,6 +105,149 @@ pub async fn submit(
             .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
     }
     Ok(response)
+}
+
+/// The validated operation a submit body describes, owned as the caller may own it.
+async fn prepare(
+    caller: &Caller,
+    state: &AppState,
+    context: &SubmitContext,
+    body: &mut Value,
+    idempotency_key: Option<String>,
+) -> Result<NewOperation, ApiError> {
+    let request = submission::request(body, &state.config)?;
+    let owner = caller
+        .owner_of_new(&*state.store, request.parent_id)
+        .await?;
+    submission::new_operation(
+        request,
+        body,
+        context,
+        idempotency_key,
+        &state.config,
+        owner,
+    )
+}
+
+/// The absolute URL of the request.
+fn request_url(base: &BaseUrl, uri: &Uri) -> String {
+    base.join(
+        uri.path_and_query()
+            .map_or("/v1/operations", |p| p.as_str()),
+    )
+}
+
+/// Submit many operations at once.
+///
+/// `operations` holds 1 to 1000 submit bodies, each validated and completed exactly as
+/// `POST /v1/operations` does; one invalid item rejects the whole request (`422` naming the
+/// item in `detail` and in the `pointer` member) before anything is stored. Answers `202
+/// Accepted` with the operations in request order, in the requested view.
+///
+/// The operations are stored independently (they share commits, not one transaction): should
+/// the database fail midway, some of them may exist. With `Idempotency-Key: K` item *i* is
+/// submitted with the key `K i`, so sending the same batch again with the same key completes
+/// it without duplicates (and answers `Idempotent-Replayed: true` when every item existed).
+#[utoipa::path(
+    post,
+    path = "/v1/operations:batch",
+    tag = "operations",
+    params(
+        ViewQuery,
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retried batch safe: item *i* is submitted with the idempotency key `K i`. 1 to 255 visible ASCII characters other than `\"`, bare or in double quotes.", pattern = "^([!#-~]{1,255}|\"[!#-~]{1,255}\")$"),
+        ("traceparent" = Option<String>, Header, description = "W3C trace context, recorded on every operation of the batch (generated when absent or invalid)."),
+    ),
+    request_body = BatchSubmitRequest,
+    responses(
+        (status = 202, description = "Accepted; the operations in request order, in the requested view.", body = OperationList<OperationView>, headers(
+            ("Retry-After" = u32, description = "Seconds to wait before polling."),
+            ("Idempotent-Replayed" = bool, description = "`true` when an earlier batch with the same `Idempotency-Key` created every operation."),
+        )),
+        (status = 400, description = "Malformed JSON, unknown `view` or malformed `Idempotency-Key`.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "An earlier request with the same `Idempotency-Key` is still being processed; retry after `Retry-After` seconds.", body = Problem, content_type = "application/problem+json", headers(
+            ("Retry-After" = u32, description = "Seconds to wait before retrying."),
+        )),
+        (status = 413, description = "Body over the size limit.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body not sent as `application/json`.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not 1 to 1000 operations, or an invalid item (named in `detail` and `pointer`): a field over its size limit, unknown `parentId`, an idempotency key reused with another body.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[allow(clippy::too_many_arguments)] // one extractor per input, as axum handlers go
+pub async fn submit_batch(
+    caller: Caller,
+    State(state): State<AppState>,
+    Extension(in_flight): Extension<Arc<InFlight>>,
+    base: BaseUrl,
+    uri: Uri,
+    headers: HeaderMap,
+    QueryParams(query): QueryParams<ViewQuery>,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<Response, ApiError> {
+    let mut items = batch_items(body, state.config.max_batch_submit)?;
+    let context = SubmitContext::new(&headers, request_url(&base, &uri));
+    let key = submission::idempotency_key(&headers)?;
+    let mut news = Vec::with_capacity(items.len());
+    for (i, item) in items.iter_mut().enumerate() {
+        let item_key = key.as_deref().map(|k| submission::batch_item_key(k, i));
+        let new = prepare(&caller, &state, &context, item, item_key)
+            .await
+            .map_err(|e| e.at(&format!("operations[{i}]"), &format!("/operations/{i}")))?;
+        news.push(new);
+    }
+    let _in_flight = key
+        .as_deref()
+        .map(|k| InFlight::begin(&in_flight, news[0].owner.customer, k))
+        .transpose()?;
+    let stored = futures::future::join_all(news.into_iter().map(|new| state.store.submit(new)));
+    let submitted = stored.await.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let view = query.view.unwrap_or_default();
+    let replayed = submitted.iter().all(|s| !s.created);
+    let list = OperationList {
+        operations: submitted
+            .iter()
+            .map(|s| view.render(&s.operation, &base.0))
+            .collect(),
+        next_cursor: None,
+    };
+    let mut response = (StatusCode::ACCEPTED, axum::Json(list)).into_response();
+    if submitted.iter().any(|s| !s.operation.is_terminal()) {
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(state.config.retry_after_secs),
+        );
+    }
+    if replayed {
+        response
+            .headers_mut()
+            .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+/// The items of a batch body `{"operations": [...]}`: `422` unless it is exactly that, with 1
+/// to `max` items.
+fn batch_items(body: Value, max: u32) -> Result<Vec<Value>, ApiError> {
+    let Value::Object(mut members) = body else {
+        return Err(ApiError::invalid("the request body must be a JSON object"));
+    };
+    let operations = members.remove("operations");
+    if let Some(unknown) = members.keys().next() {
+        return Err(ApiError::invalid(format!(
+            "invalid request body: unknown field `{unknown}`, expected `operations`"
+        )));
+    }
+    match operations {
+        Some(Value::Array(items)) if (1..=max as usize).contains(&items.len()) => Ok(items),
+        Some(Value::Array(items)) => Err(ApiError::invalid(format!(
+            "`operations` must hold 1 to {max} operations (got {})",
+            items.len()
+        ))),
+        Some(_) => Err(ApiError::invalid("`operations` must be an array")),
+        None => Err(ApiError::invalid(
+            "invalid request body: missing field `operations`",
+        )),
+    }
 }
 
 /// Get an operation.

@@ -25,6 +25,11 @@ pub struct CommandWorkerArgs {
     /// Most operations running at once.
     #[arg(long, env = "LONGRUN_CONCURRENCY", default_value_t = 8)]
     concurrency: usize,
+    /// Operations claimed ahead beyond the concurrency and started as slots free up (their
+    /// leases run while they wait; held ones are released at shutdown). Worth it for short
+    /// tasks.
+    #[arg(long, env = "LONGRUN_PREFETCH", default_value_t = 0)]
+    prefetch: usize,
     /// Lease length, seconds: without a heartbeat for this long an attempt counts as lost.
     #[arg(long, env = "LONGRUN_LEASE_SECS", default_value_t = 30)]
     lease_secs: u32,
@@ -50,6 +55,7 @@ impl CommandWorkerArgs {
         WorkerOptions {
             name,
             concurrency: self.concurrency,
+            prefetch: self.prefetch,
             lease_secs: self.lease_secs,
             shutdown_grace,
             ..WorkerOptions::default()
