@@ -1,8 +1,11 @@
 //! The PostgreSQL store: any number of `longrun serve` processes and workers on one database.
 //!
-//! Claims lock ready rows with `FOR UPDATE SKIP LOCKED`, so concurrent claimers on any node
-//! never block each other nor take the same operation. Every insert and update fires a trigger
-//! that `NOTIFY`s `<id> <version> <status>`; each store `LISTEN`s and re-broadcasts to its local
+//! Pending operations also sit in a narrow `ready` table (migration 0004), kept by
+//! `row::insert` and `row::save` in the transaction that changes them. Claims lock ready
+//! entries and their operations with `FOR UPDATE SKIP LOCKED`, so concurrent claimers on any
+//! node never block each other nor take the same operation, and a claim reads only the rows
+//! it takes. Every transaction announces its changes before committing (`pg_notify`,
+//! `<id> <version> <status>` lines); each store `LISTEN`s and re-broadcasts to its local
 //! subscribers, so a long-poll on one node wakes for a change made through another.
 
 mod listener;
@@ -14,7 +17,7 @@ use std::{sync::Arc, time::Duration as StdDuration};
 use async_trait::async_trait;
 use longrun_core::{
     ApiKey, Change, ClaimFilter, ClaimQuery, Clock, Lease, ListQuery, NewKey, NewOperation,
-    Operation, Page, Store, StoreError, Submitted, SystemClock, Token,
+    Operation, Page, Status, Store, StoreError, Submitted, SystemClock, Token,
 };
 use sqlx::{
     PgPool, Postgres, Transaction,
@@ -24,8 +27,9 @@ use time::OffsetDateTime;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
+use listener::change;
 use longrun_core::write::{Edit, Write, Writer};
-use row::db;
+use row::{Edited, db};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -60,6 +64,8 @@ pub struct PgStore {
     writes: Writer,
     clock: Arc<dyn Clock>,
     changes: broadcast::Sender<Change>,
+    /// The schema's notification channel.
+    channel: Arc<str>,
     _listener: Arc<listener::Listener>,
 }
 
@@ -98,14 +104,16 @@ impl PgStore {
             .fetch_one(&pool)
             .await
             .map_err(db)?;
+        let channel: Arc<str> = format!("longrun_{schema}").into();
         let (changes, _) = broadcast::channel(4096);
         let listener =
-            listener::Listener::start(&pool, format!("longrun_{schema}"), changes.clone()).await?;
+            listener::Listener::start(&pool, channel.to_string(), changes.clone()).await?;
         Ok(Self {
-            writes: writer::spawn(pool.clone(), clock.clone()),
+            writes: writer::spawn(pool.clone(), clock.clone(), channel.clone()),
             pool,
             clock,
             changes,
+            channel,
             _listener: Arc::new(listener),
         })
     }
@@ -121,17 +129,31 @@ impl PgStore {
     }
 }
 
-const CLAIMABLE: &str = "SELECT seq, body::text FROM operations
-     WHERE status = 'pending' AND run_at <= $1
-       AND (cardinality($2::text[]) = 0 OR name = ANY($2))
-       AND (cardinality($3::text[]) = 0 OR queue = ANY($3))
-     ORDER BY priority DESC, seq
-     LIMIT $4
-     FOR UPDATE SKIP LOCKED";
+/// The operations a claim takes, in claim order: the first ready entries that pass the filter
+/// and that no one else holds, joined to their operations, which are skipped too when locked
+/// (a writer is changing one: cancelling it, say).
+///
+/// No deadlock: writers (the group-commit batch, `expire_leases`) lock `operations` rows
+/// first (the batch in `seq` order) and only then touch those operations' `ready` entries
+/// (`delete` and `prune` touch none: a finished operation has no entry); a claimer never
+/// waits on any lock (`SKIP LOCKED` on both tables, then it changes only rows it holds), so
+/// no cycle of waits can form. Each ready operation goes to one claimer: a claimer holds its
+/// entry and its row until it commits the operation running and the entry deleted, and
+/// whoever looks later finds the entry gone.
+const CLAIMABLE: &str = "SELECT o.seq, o.body::text
+     FROM (SELECT seq, priority FROM ready
+           WHERE run_at <= $1
+             AND (cardinality($2::text[]) = 0 OR name = ANY($2))
+             AND (cardinality($3::text[]) = 0 OR queue = ANY($3))
+           ORDER BY priority DESC, seq
+           LIMIT $4
+           FOR UPDATE SKIP LOCKED) r
+     JOIN operations o ON o.seq = r.seq
+     ORDER BY r.priority DESC, r.seq
+     FOR UPDATE OF o SKIP LOCKED";
 
-const NEXT_RUN_AT: &str = "SELECT min(run_at) FROM operations
-     WHERE status = 'pending'
-       AND (cardinality($1::text[]) = 0 OR name = ANY($1))
+const NEXT_RUN_AT: &str = "SELECT min(run_at) FROM ready
+     WHERE (cardinality($1::text[]) = 0 OR name = ANY($1))
        AND (cardinality($2::text[]) = 0 OR queue = ANY($2))";
 
 const LIST: &str = "SELECT seq, body::text FROM operations
@@ -147,6 +169,16 @@ const LIST: &str = "SELECT seq, body::text FROM operations
 const EXPIRED: &str = "SELECT seq, body::text FROM operations
      WHERE status = 'running' AND lease_expires_at <= $1
      FOR UPDATE SKIP LOCKED";
+
+/// How a deletion is announced: one version past the last (so a waiter on the last version
+/// wakes), with the status the operation had.
+fn deleted(id: Uuid, version: i64, status: Status) -> Change {
+    Change {
+        id,
+        version: version + 1,
+        status,
+    }
+}
 
 #[async_trait]
 impl Store for PgStore {
@@ -205,6 +237,12 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await
             .map_err(db)?;
+        listener::announce(
+            &mut tx,
+            &self.channel,
+            [deleted(op.id, op.version, op.status)],
+        )
+        .await?;
         tx.commit().await.map_err(db)
     }
 
@@ -223,18 +261,25 @@ impl Store for PgStore {
             .await
             .map_err(db)?;
         let mut leases = Vec::with_capacity(rows.len());
+        let mut started = Vec::with_capacity(rows.len());
         for r in &rows {
-            let mut op = row::decode(r)?;
+            let mut edited = Edited::loaded(row::decode(r)?);
             let lease_id = Uuid::now_v7();
-            op.start(lease_id, &query.worker, query.lease, now)?;
+            edited.op.start(lease_id, &query.worker, query.lease, now)?;
             leases.push(Lease {
                 lease_id,
                 expires_at: now + query.lease,
-                operation: op,
+                operation: edited.op.clone(),
             });
+            started.push(edited);
         }
-        let ops: Vec<Operation> = leases.iter().map(|l| l.operation.clone()).collect();
-        row::save(&mut tx, &ops).await?;
+        row::save(&mut tx, &started).await?;
+        listener::announce(
+            &mut tx,
+            &self.channel,
+            started.iter().map(|e| change(&e.op)),
+        )
+        .await?;
         tx.commit().await.map_err(db)?;
         Ok(leases)
     }
@@ -261,26 +306,45 @@ impl Store for PgStore {
             .map_err(db)?;
         let mut expired = Vec::with_capacity(rows.len());
         for r in &rows {
-            let mut op = row::decode(r)?;
-            op.expire_lease(now)?;
-            expired.push(op);
+            let mut edited = Edited::loaded(row::decode(r)?);
+            edited.op.expire_lease(now)?;
+            expired.push(edited);
         }
         row::save(&mut tx, &expired).await?;
+        listener::announce(
+            &mut tx,
+            &self.channel,
+            expired.iter().map(|e| change(&e.op)),
+        )
+        .await?;
         tx.commit().await.map_err(db)?;
         Ok(expired.len() as u64)
     }
 
     async fn prune(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
-        let done = sqlx::query(
+        let mut tx = self.begin().await?;
+        let gone: Vec<(Uuid, i64, String)> = sqlx::query_as(
             "DELETE FROM operations
              WHERE completed_at IS NOT NULL AND completed_at < $1
-               AND status IN ('succeeded', 'failed', 'cancelled')",
+               AND status IN ('succeeded', 'failed', 'cancelled')
+             RETURNING id, version, status",
         )
         .bind(before)
-        .execute(&self.pool)
+        .fetch_all(&mut *tx)
         .await
         .map_err(db)?;
-        Ok(done.rows_affected())
+        let changes = gone
+            .iter()
+            .map(|(id, version, status)| {
+                let status = status
+                    .parse()
+                    .map_err(|e: String| db(std::io::Error::other(e)))?;
+                Ok(deleted(*id, *version, status))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        listener::announce(&mut tx, &self.channel, changes).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(gone.len() as u64)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

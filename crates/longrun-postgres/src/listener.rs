@@ -1,9 +1,12 @@
-//! `LISTEN` on the schema's change channel and re-broadcast to this node's subscribers.
+//! The schema's change channel. Every transaction that changes operations announces them
+//! before it commits ([`announce`]: lines `<id> <version> <status>`, many per notification,
+//! delivered by PostgreSQL at commit and only if it commits); each node `LISTEN`s and
+//! re-broadcasts them to its local subscribers.
 
 use std::time::Duration;
 
-use longrun_core::{Change, Status, StoreError};
-use sqlx::{PgPool, postgres::PgListener};
+use longrun_core::{Change, Operation, Status, StoreError};
+use sqlx::{PgConnection, PgPool, postgres::PgListener};
 use tokio::{sync::broadcast, task::JoinHandle};
 
 use crate::row::db;
@@ -26,15 +29,16 @@ impl Listener {
             let mut backoff = MIN_BACKOFF;
             loop {
                 match listener.try_recv().await {
-                    Ok(Some(notification)) => match parse(notification.payload()) {
-                        Some(change) => {
-                            let _ = changes.send(change);
+                    Ok(Some(notification)) => {
+                        for line in notification.payload().split('\n') {
+                            match parse(line) {
+                                Some(change) => {
+                                    let _ = changes.send(change);
+                                }
+                                None => tracing::warn!(line, "unreadable change notification"),
+                            }
                         }
-                        None => tracing::warn!(
-                            payload = notification.payload(),
-                            "unreadable change notification"
-                        ),
-                    },
+                    }
                     // The connection was lost and is listening again: what was sent meanwhile
                     // is gone, so every waiter looks at the store again.
                     Ok(None) => {
@@ -69,9 +73,61 @@ impl Drop for Listener {
     }
 }
 
-/// Parses `<id> <version> <status>`.
-fn parse(payload: &str) -> Option<Change> {
-    let mut parts = payload.split(' ');
+/// The change that announces `op` as it now is.
+pub(crate) fn change(op: &Operation) -> Change {
+    Change {
+        id: op.id,
+        version: op.version,
+        status: op.status,
+    }
+}
+
+/// Sends `changes` on `channel` as part of the transaction on `conn`, in one round trip.
+pub(crate) async fn announce(
+    conn: &mut PgConnection,
+    channel: &str,
+    changes: impl IntoIterator<Item = Change>,
+) -> Result<(), StoreError> {
+    let payloads = payloads(changes);
+    if payloads.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload")
+        .bind(channel)
+        .bind(payloads)
+        .execute(conn)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+/// PostgreSQL refuses a notification payload of 8000 bytes or more.
+const MAX_PAYLOAD: usize = 7999;
+
+/// The changes as lines `<id> <version> <status>` joined by `\n`, as few payloads as fit.
+fn payloads(changes: impl IntoIterator<Item = Change>) -> Vec<String> {
+    let mut payloads: Vec<String> = vec![];
+    for change in changes {
+        let line = format!(
+            "{} {} {}",
+            change.id,
+            change.version,
+            change.status.as_str()
+        );
+        match payloads.last_mut() {
+            Some(payload) if payload.len() + 1 + line.len() <= MAX_PAYLOAD => {
+                payload.push('\n');
+                payload.push_str(&line);
+            }
+            _ => payloads.push(line),
+        }
+    }
+    payloads
+}
+
+/// Parses one line `<id> <version> <status>`.
+fn parse(line: &str) -> Option<Change> {
+    let mut parts = line.split(' ');
     let id = parts.next()?.parse().ok()?;
     let version = parts.next()?.parse().ok()?;
     let status: Status = parts.next()?.parse().ok()?;
@@ -80,4 +136,35 @@ fn parse(payload: &str) -> Option<Change> {
         version,
         status,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    #[test]
+    fn payloads_fit_and_parse_back_in_order() {
+        let changes: Vec<Change> = (0..1000)
+            .map(|i| Change {
+                id: Uuid::now_v7(),
+                version: i,
+                status: Status::ALL[i as usize % Status::ALL.len()],
+            })
+            .collect();
+        let payloads = payloads(changes.clone());
+        assert!(payloads.len() > 1, "1000 changes need several payloads");
+        assert!(payloads.iter().all(|p| p.len() <= MAX_PAYLOAD));
+        let parsed: Vec<Change> = payloads
+            .iter()
+            .flat_map(|p| p.split('\n'))
+            .map(|line| parse(line).expect("readable"))
+            .collect();
+        assert_eq!(parsed, changes);
+    }
+
+    #[test]
+    fn nothing_to_announce_is_no_payload() {
+        assert!(payloads([]).is_empty());
+    }
 }

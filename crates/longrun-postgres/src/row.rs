@@ -1,7 +1,9 @@
 //! Mapping between an [`Operation`] and its row: the canonical JSON body plus the columns
-//! that queries filter, order, lock and fence on.
+//! that queries filter, order, lock and fence on. Writing a row also keeps the operation's
+//! entry in the `ready` queue (migration 0004): it has one exactly while it is pending, with
+//! its current `run_at`. [`insert`] and [`save`] are the only writers of `ready`.
 
-use longrun_core::{Idempotency, Operation, StoreError};
+use longrun_core::{Idempotency, Operation, Status, StoreError};
 use std::collections::HashMap;
 
 use sqlx::{PgConnection, Row, postgres::PgRow};
@@ -59,7 +61,33 @@ pub(crate) async fn by_idempotency_key(
     Ok((decode(&row)?, row.try_get(2).map_err(db)?))
 }
 
-/// Inserts new operations in one statement; returns the `seq` of each one inserted, by id
+/// The operation's place in the `ready` queue: its `run_at` while it is pending.
+fn queued(op: &Operation) -> Option<OffsetDateTime> {
+    (op.status == Status::Pending).then_some(op.run_at)
+}
+
+/// An operation changed by its named transitions, and where it stood in the `ready` queue
+/// before them (as stored: [`queued`] of the row loaded before the change).
+#[derive(Debug)]
+pub(crate) struct Edited {
+    /// The `ready` entry before the change.
+    pub was_queued: Option<OffsetDateTime>,
+    /// The operation after the change.
+    pub op: Operation,
+}
+
+impl Edited {
+    /// The operation as loaded, before any change.
+    pub(crate) fn loaded(op: Operation) -> Self {
+        Self {
+            was_queued: queued(&op),
+            op,
+        }
+    }
+}
+
+/// Inserts new operations, and the `ready` entries of the pending ones, in one statement;
+/// returns the `seq` of each one inserted, by id
 /// (an operation whose idempotency key is taken is not inserted).
 pub(crate) async fn insert(
     conn: &mut PgConnection,
@@ -91,7 +119,8 @@ pub(crate) async fn insert(
         .map(|(op, _)| body(op))
         .collect::<Result<Vec<_>, _>>()?;
     let rows: Vec<(Uuid, i64)> = sqlx::query_as(
-        "INSERT INTO operations (id, name, queue, priority, status, run_at, parent_id, root_id,
+        "WITH new AS (
+         INSERT INTO operations (id, name, queue, priority, status, run_at, parent_id, root_id,
              customer, created_by, idempotency_key, idempotency_fingerprint, version, body)
          SELECT id, name, queue, priority, status, run_at, parent_id, root_id, customer,
              created_by, idempotency_key, idempotency_fingerprint, version, body::json
@@ -101,7 +130,12 @@ pub(crate) async fn insert(
            AS new(id, name, queue, priority, status, run_at, parent_id, root_id, customer,
              created_by, idempotency_key, idempotency_fingerprint, version, body)
          ON CONFLICT (customer, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-         RETURNING id, seq",
+         RETURNING id, seq, priority, run_at, name, queue, status
+         ), queued AS (
+             INSERT INTO ready (seq, priority, run_at, name, queue)
+             SELECT seq, priority, run_at, name, queue FROM new WHERE status = 'pending'
+         )
+         SELECT id, seq FROM new",
     )
     .bind(ids)
     .bind(col(&|op| op.name.clone()))
@@ -123,20 +157,39 @@ pub(crate) async fn insert(
     Ok(rows.into_iter().collect())
 }
 
-/// Writes back operations changed by their named transitions, in one statement.
-pub(crate) async fn save(conn: &mut PgConnection, ops: &[Operation]) -> Result<(), StoreError> {
-    if ops.is_empty() {
+/// Writes back operations changed by their named transitions and moves them in or out of the
+/// `ready` queue as their status and `run_at` changed, in one statement.
+pub(crate) async fn save(conn: &mut PgConnection, edits: &[Edited]) -> Result<(), StoreError> {
+    if edits.is_empty() {
         return Ok(());
     }
-    let seqs: Vec<i64> = ops.iter().map(|op| op.seq).collect();
-    let statuses: Vec<&str> = ops.iter().map(|op| op.status.as_str()).collect();
-    let run_at: Vec<OffsetDateTime> = ops.iter().map(|op| op.run_at).collect();
-    let leases: Vec<Option<OffsetDateTime>> = ops.iter().map(|op| op.lease_expires_at).collect();
-    let completed: Vec<Option<OffsetDateTime>> = ops.iter().map(|op| op.completed_at).collect();
-    let versions: Vec<i64> = ops.iter().map(|op| op.version).collect();
-    let bodies = ops.iter().map(body).collect::<Result<Vec<_>, _>>()?;
+    let mut leaving: Vec<i64> = vec![];
+    let mut entering: Vec<&Operation> = vec![];
+    for Edited { was_queued, op } in edits {
+        match (*was_queued, queued(op)) {
+            (Some(_), None) => leaving.push(op.seq),
+            (was, Some(now)) if was != Some(now) => entering.push(op),
+            _ => {}
+        }
+    }
+    let ops = || edits.iter().map(|e| &e.op);
+    let seqs: Vec<i64> = ops().map(|op| op.seq).collect();
+    let statuses: Vec<&str> = ops().map(|op| op.status.as_str()).collect();
+    let run_at: Vec<OffsetDateTime> = ops().map(|op| op.run_at).collect();
+    let leases: Vec<Option<OffsetDateTime>> = ops().map(|op| op.lease_expires_at).collect();
+    let completed: Vec<Option<OffsetDateTime>> = ops().map(|op| op.completed_at).collect();
+    let versions: Vec<i64> = ops().map(|op| op.version).collect();
+    let bodies = ops().map(body).collect::<Result<Vec<_>, _>>()?;
     sqlx::query(
-        "UPDATE operations o
+        "WITH leaving AS (
+             DELETE FROM ready WHERE seq = ANY($8::bigint[])
+         ), entering AS (
+             INSERT INTO ready (seq, priority, run_at, name, queue)
+             SELECT * FROM UNNEST($9::bigint[], $10::int[], $11::timestamptz[], $12::text[],
+                                  $13::text[])
+             ON CONFLICT (seq) DO UPDATE SET run_at = excluded.run_at
+         )
+         UPDATE operations o
          SET status = u.status, run_at = u.run_at, lease_expires_at = u.lease_expires_at,
              completed_at = u.completed_at, version = u.version, body = u.body::json
          FROM UNNEST($1::bigint[], $2::text[], $3::timestamptz[], $4::timestamptz[],
@@ -151,6 +204,22 @@ pub(crate) async fn save(conn: &mut PgConnection, ops: &[Operation]) -> Result<(
     .bind(completed)
     .bind(versions)
     .bind(bodies)
+    .bind(leaving)
+    .bind(entering.iter().map(|op| op.seq).collect::<Vec<_>>())
+    .bind(entering.iter().map(|op| op.priority).collect::<Vec<_>>())
+    .bind(entering.iter().map(|op| op.run_at).collect::<Vec<_>>())
+    .bind(
+        entering
+            .iter()
+            .map(|op| op.name.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        entering
+            .iter()
+            .map(|op| op.queue.as_str())
+            .collect::<Vec<_>>(),
+    )
     .execute(conn)
     .await
     .map_err(db)?;

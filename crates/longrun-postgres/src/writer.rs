@@ -1,7 +1,11 @@
 //! Group commit on PostgreSQL: submits and changes to single operations queue up and go to the
 //! database together, one transaction per batch: all new operations in one `INSERT … UNNEST`,
 //! all changed rows locked in one `SELECT … FOR UPDATE` (in `seq` order, so batches on
-//! different nodes never deadlock) and written back in one `UPDATE … UNNEST`.
+//! different nodes never deadlock) and written back in one `UPDATE … UNNEST`, then every
+//! change announced in one `pg_notify` round trip.
+//!
+//! A batch locks `operations` rows first and only then touches their `ready` entries (which
+//! a claimer may hold for a moment: claimers never wait on a lock, see `CLAIMABLE`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -13,26 +17,32 @@ use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::row::{self, db};
+use crate::listener::{self, change};
+use crate::row::{self, Edited, db};
 
 /// Most writes in one transaction.
 const MAX_BATCH: usize = 512;
 
-/// Starts the writer on `pool`.
-pub(crate) fn spawn(pool: PgPool, clock: Arc<dyn Clock>) -> Writer {
+/// Starts the writer on `pool`, announcing changes on `channel`.
+pub(crate) fn spawn(pool: PgPool, clock: Arc<dyn Clock>, channel: Arc<str>) -> Writer {
     Batcher::spawn(MAX_BATCH, move |writes| {
-        let (pool, clock) = (pool.clone(), clock.clone());
-        async move { write_batch(&pool, clock.now(), writes).await }
+        let (pool, clock, channel) = (pool.clone(), clock.clone(), channel.clone());
+        async move { write_batch(&pool, &channel, clock.now(), writes).await }
     })
 }
 
 type Answer = Result<Submitted, StoreError>;
 
-async fn write_batch(pool: &PgPool, now: OffsetDateTime, writes: Vec<Write>) -> Vec<Answer> {
+async fn write_batch(
+    pool: &PgPool,
+    channel: &str,
+    now: OffsetDateTime,
+    writes: Vec<Write>,
+) -> Vec<Answer> {
     let count = writes.len();
     let outcome = async {
         let mut tx = pool.begin().await.map_err(db)?;
-        let answers = apply(&mut tx, now, writes).await?;
+        let answers = apply(&mut tx, channel, now, writes).await?;
         tx.commit().await.map_err(db)?;
         Ok::<_, StoreError>(answers)
     };
@@ -47,6 +57,7 @@ async fn write_batch(pool: &PgPool, now: OffsetDateTime, writes: Vec<Write>) -> 
 /// Applies the batch inside `tx`; an `Err` is a database failure that voids the whole batch.
 async fn apply(
     tx: &mut PgConnection,
+    channel: &str,
     now: OffsetDateTime,
     writes: Vec<Write>,
 ) -> Result<Vec<Answer>, StoreError> {
@@ -96,7 +107,7 @@ async fn apply(
             },
             Write::Edit(id, edit) => Some(match locked.get_mut(&id) {
                 None => Err(StoreError::NotFound(id)),
-                Some(op) => edit(op, now).map_err(StoreError::from).map(|()| {
+                Some(Edited { op, .. }) => edit(op, now).map_err(StoreError::from).map(|()| {
                     dirty.insert(id);
                     Submitted {
                         operation: op.clone(),
@@ -112,10 +123,12 @@ async fn apply(
         .map(|(_, op, idem)| (op.clone(), idem.clone()))
         .collect();
     let seqs = row::insert(tx, &new_ops).await?;
+    let mut announced = Vec::with_capacity(seqs.len() + dirty.len());
     for (i, mut op, idempotency) in inserts {
         answers[i] = Some(match (seqs.get(&op.id), idempotency) {
             (Some(&seq), _) => {
                 op.seq = seq;
+                announced.push(change(&op));
                 Ok(Submitted {
                     operation: op,
                     created: true,
@@ -138,11 +151,13 @@ async fn apply(
         });
     }
 
-    let changed: Vec<Operation> = dirty
+    let changed: Vec<Edited> = dirty
         .iter()
         .map(|id| locked.remove(id).expect("edited rows are locked"))
         .collect();
     row::save(tx, &changed).await?;
+    announced.extend(changed.iter().map(|e| change(&e.op)));
+    listener::announce(tx, channel, announced).await?;
     Ok(answers
         .into_iter()
         .map(|a| a.expect("every write is answered"))
@@ -150,7 +165,7 @@ async fn apply(
 }
 
 /// Locks the rows of `ids` for this transaction, in `seq` order.
-async fn lock(tx: &mut PgConnection, ids: &[Uuid]) -> Result<HashMap<Uuid, Operation>, StoreError> {
+async fn lock(tx: &mut PgConnection, ids: &[Uuid]) -> Result<HashMap<Uuid, Edited>, StoreError> {
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
@@ -162,7 +177,7 @@ async fn lock(tx: &mut PgConnection, ids: &[Uuid]) -> Result<HashMap<Uuid, Opera
     .await
     .map_err(db)?;
     rows.iter()
-        .map(|r| row::decode(r).map(|op| (op.id, op)))
+        .map(|r| row::decode(r).map(|op| (op.id, Edited::loaded(op))))
         .collect()
 }
 

@@ -5,8 +5,12 @@
 use std::sync::Arc;
 
 use longrun_core::conformance::StoreFactory;
-use longrun_core::{Clock, Store};
+use longrun_core::{
+    ClaimFilter, ClaimQuery, Clock, Completion, Failure, ManualClock, NewOperation, OperationError,
+    RetryPolicy, Store,
+};
 use longrun_postgres::{PgOptions, PgStore};
+use time::{Duration, OffsetDateTime};
 
 /// A fresh schema per case, dropped when the case ends.
 struct Postgres {
@@ -81,4 +85,107 @@ async fn close_returns_while_listening() {
     tokio::time::timeout(std::time::Duration::from_secs(10), store.close())
         .await
         .expect("close returns");
+}
+
+/// The `ready` queue holds exactly the pending operations, each with its current `runAt`,
+/// through every change that enters or leaves `pending`.
+#[tokio::test]
+async fn ready_queue_follows_pending_operations() {
+    let factory = Postgres::new();
+    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+    let store = factory.fresh(clock.clone()).await;
+    let pool = sqlx::PgPool::connect_with(
+        factory
+            .url
+            .parse::<sqlx::postgres::PgConnectOptions>()
+            .expect("url")
+            .options([("search_path", factory.schema.as_str())]),
+    )
+    .await
+    .expect("connect");
+    let check = |step: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let pending: Vec<(i64, OffsetDateTime)> = sqlx::query_as(
+                "SELECT seq, run_at FROM operations WHERE status = 'pending' ORDER BY seq",
+            )
+            .fetch_all(&pool)
+            .await
+            .expect("pending");
+            let ready: Vec<(i64, OffsetDateTime)> =
+                sqlx::query_as("SELECT seq, run_at FROM ready ORDER BY seq")
+                    .fetch_all(&pool)
+                    .await
+                    .expect("ready");
+            assert_eq!(ready, pending, "after {step}");
+            ready.len()
+        }
+    };
+    let lease = Duration::seconds(30);
+    let claim = ClaimQuery {
+        worker: "w".into(),
+        filter: ClaimFilter::default(),
+        max: 10,
+        lease,
+    };
+
+    let a = NewOperation {
+        retry_policy: RetryPolicy {
+            max_retries: 3,
+            backoff_base_secs: 60.0,
+            backoff_cap_secs: 60.0,
+        },
+        ..NewOperation::named("a")
+    };
+    let a = store.submit(a).await.expect("submit").operation;
+    let later = NewOperation {
+        run_at: Some(clock.now() + Duration::hours(1)),
+        ..NewOperation::named("b")
+    };
+    let b = store.submit(later).await.expect("submit").operation;
+    assert_eq!(check("submits").await, 2);
+
+    let first = store.claim(&claim).await.expect("claim");
+    assert_eq!(first.len(), 1);
+    assert_eq!(check("a claim").await, 1);
+
+    let failure = Failure {
+        error: OperationError {
+            code: "flaky".into(),
+            error_type: "Error".into(),
+            message: "flaky".into(),
+        },
+        retryable: true,
+    };
+    store
+        .fail(a.id, first[0].lease_id, failure)
+        .await
+        .expect("fail");
+    assert_eq!(check("a retry, later").await, 2);
+
+    clock.advance(Duration::hours(2));
+    let both = store.claim(&claim).await.expect("claim");
+    assert_eq!(both.len(), 2);
+    assert_eq!(check("claiming both").await, 0);
+    let b_lease = both.iter().find(|l| l.operation.id == b.id).expect("b");
+    store
+        .release(b.id, b_lease.lease_id)
+        .await
+        .expect("release");
+    assert_eq!(check("a release").await, 1);
+
+    clock.advance(lease + Duration::seconds(1));
+    assert_eq!(store.expire_leases().await.expect("expire"), 1);
+    assert_eq!(check("a lease expiry").await, 2);
+
+    store.cancel(b.id).await.expect("cancel");
+    assert_eq!(check("a cancel").await, 1);
+    clock.advance(Duration::hours(1));
+    let last = store.claim(&claim).await.expect("claim");
+    store
+        .complete(a.id, last[0].lease_id, Completion::default())
+        .await
+        .expect("complete");
+    assert_eq!(check("a completion").await, 0);
+    pool.close().await;
 }
