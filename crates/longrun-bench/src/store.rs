@@ -3,7 +3,7 @@
 //! before any timing starts; and the driver's own connection to it, which counts operations
 //! the way the peers count their jobs (a `count(*)` on the system's own table).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -11,9 +11,9 @@ use clap::{Args, ValueEnum};
 use longrun_core::Store;
 use longrun_postgres::{PgOptions, PgStore};
 use longrun_sqlite::SqliteStore;
+use rusqlite::Connection;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
-use sqlx::{AssertSqlSafe, PgPool, SqlitePool};
+use sqlx::{AssertSqlSafe, PgPool};
 use tempfile::TempDir;
 
 /// Which engine holds the operations.
@@ -60,9 +60,29 @@ pub struct PgArgs {
 #[derive(Debug, Clone)]
 pub enum Pool {
     /// To the SQLite file.
-    Sqlite(SqlitePool),
+    Sqlite(SqliteConn),
     /// To the bench database.
     Postgres(PgPool),
+}
+
+/// The driver's connection to the SQLite file.
+#[derive(Debug, Clone)]
+pub struct SqliteConn(Arc<Mutex<Connection>>);
+
+impl SqliteConn {
+    /// Runs `f` on the connection, on a blocking thread.
+    pub async fn run<T, F>(&self, f: F) -> anyhow::Result<T>
+    where
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let conn = self.0.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            f(&mut conn.lock().expect("no statement panicked"))
+        })
+        .await??;
+        Ok(done)
+    }
 }
 
 /// A freshly created and migrated store, removed (SQLite) when dropped.
@@ -90,16 +110,11 @@ impl FreshStore {
                     .context("migrating the SQLite file")?
                     .close()
                     .await;
-                let options = SqliteConnectOptions::new()
-                    .filename(&path)
-                    .busy_timeout(Duration::from_secs(30));
-                let pool = SqlitePoolOptions::new()
-                    .max_connections(1)
-                    .connect_with(options)
-                    .await?;
+                let conn = Connection::open(&path)?;
+                conn.busy_timeout(Duration::from_secs(30))?;
                 Ok(Self {
                     url,
-                    pool: Pool::Sqlite(pool),
+                    pool: Pool::Sqlite(SqliteConn(Arc::new(Mutex::new(conn)))),
                     _dir: Some(dir),
                 })
             }
@@ -147,9 +162,8 @@ impl FreshStore {
     /// `CHECKPOINT` on PostgreSQL (as the peers do), a truncating WAL checkpoint on SQLite.
     pub async fn checkpoint(&self) -> anyhow::Result<()> {
         match &self.pool {
-            Pool::Sqlite(pool) => {
-                sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-                    .execute(pool)
+            Pool::Sqlite(conn) => {
+                conn.run(|c| c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)"))
                     .await?;
             }
             Pool::Postgres(pool) => {
@@ -163,8 +177,8 @@ impl FreshStore {
     /// PostgreSQL.
     pub async fn analyze(&self) -> anyhow::Result<()> {
         match &self.pool {
-            Pool::Sqlite(pool) => {
-                sqlx::query("ANALYZE").execute(pool).await?;
+            Pool::Sqlite(conn) => {
+                conn.run(|c| c.execute_batch("ANALYZE")).await?;
             }
             Pool::Postgres(pool) => {
                 sqlx::query("VACUUM ANALYZE operations")
@@ -196,7 +210,10 @@ impl FreshStore {
 
     async fn count(&self, sql: &'static str) -> anyhow::Result<u64> {
         let n: i64 = match &self.pool {
-            Pool::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await?,
+            Pool::Sqlite(conn) => {
+                conn.run(move |c| c.prepare_cached(sql)?.query_row([], |row| row.get(0)))
+                    .await?
+            }
             Pool::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await?,
         };
         Ok(u64::try_from(n)?)

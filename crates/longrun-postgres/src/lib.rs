@@ -10,6 +10,7 @@
 
 mod listener;
 mod row;
+mod vacuum;
 mod writer;
 
 use std::{sync::Arc, time::Duration as StdDuration};
@@ -67,6 +68,7 @@ pub struct PgStore {
     /// The schema's notification channel.
     channel: Arc<str>,
     _listener: Arc<listener::Listener>,
+    vacuum: Arc<vacuum::Vacuum>,
 }
 
 impl PgStore {
@@ -108,6 +110,7 @@ impl PgStore {
         let (changes, _) = broadcast::channel(4096);
         let listener =
             listener::Listener::start(&pool, channel.to_string(), changes.clone()).await?;
+        let vacuum = Arc::new(vacuum::Vacuum::start(pool.clone()));
         Ok(Self {
             writes: writer::spawn(pool.clone(), clock.clone(), channel.clone()),
             pool,
@@ -115,6 +118,7 @@ impl PgStore {
             changes,
             channel,
             _listener: Arc::new(listener),
+            vacuum,
         })
     }
 
@@ -125,6 +129,7 @@ impl PgStore {
     /// Stops listening for changes and closes the pool (waits for running statements).
     pub async fn close(&self) {
         self._listener.stop();
+        self.vacuum.stop();
         self.pool.close().await;
     }
 }

@@ -189,3 +189,52 @@ async fn ready_queue_follows_pending_operations() {
     assert_eq!(check("a completion").await, 0);
     pool.close().await;
 }
+
+/// Claimed entries do not stay dead in `ready` for long, even on a server without autovacuum:
+/// the store vacuums the table itself once enough of it is dead.
+#[tokio::test]
+async fn the_ready_table_is_vacuumed_after_many_claims() {
+    let factory = Postgres::new();
+    let store = factory.fresh(Arc::new(longrun_core::SystemClock)).await;
+    let pool = sqlx::PgPool::connect_with(
+        factory
+            .url
+            .parse::<sqlx::postgres::PgConnectOptions>()
+            .expect("url")
+            .options([("search_path", factory.schema.as_str())]),
+    )
+    .await
+    .expect("connect");
+    let submits = (0..1500).map(|_| store.submit(NewOperation::named("v")));
+    for submitted in futures::future::join_all(submits).await {
+        submitted.expect("submit");
+    }
+    let claim = ClaimQuery {
+        worker: "w".into(),
+        filter: ClaimFilter::default(),
+        max: 500,
+        lease: Duration::seconds(30),
+    };
+    let mut claimed = 0;
+    while claimed < 1500 {
+        claimed += store.claim(&claim).await.expect("claim").len();
+    }
+    let vacuumed = async {
+        loop {
+            let at: Option<OffsetDateTime> = sqlx::query_scalar(
+                "SELECT coalesce(last_vacuum, last_autovacuum) FROM pg_stat_user_tables
+                 WHERE relid = 'ready'::regclass",
+            )
+            .fetch_one(&pool)
+            .await
+            .expect("stats");
+            if at.is_some() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), vacuumed)
+        .await
+        .expect("the ready table was vacuumed");
+}

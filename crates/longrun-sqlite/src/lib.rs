@@ -1,35 +1,36 @@
 //! The embedded SQLite store: one file, WAL mode, no server to run.
 //!
-//! Writes go through a pool of exactly one connection, each in a `BEGIN IMMEDIATE`
-//! transaction, so claims are race-free without `SKIP LOCKED` and other processes opening the
-//! same file queue behind the lock instead of failing. Reads use a separate read-only pool,
-//! which WAL lets run alongside the writer. `synchronous=NORMAL` by default: a committed write
+//! All writes go through one read-write connection, each in a `BEGIN IMMEDIATE` transaction,
+//! so claims are race-free without `SKIP LOCKED` and other processes opening the same file
+//! queue behind the lock instead of failing. Submits and changes to one operation are batched
+//! into shared transactions (see `writer`); claims, deletes and maintenance take the connection
+//! for a transaction of their own. Either way a transaction runs whole on a blocking thread.
+//! Reads use separate read-only connections, which WAL lets run alongside the writer, inline on
+//! the calling task (see `conn` for why). `synchronous=NORMAL` by default: a committed write
 //! survives a process crash but the last transactions may be lost on power failure; choose
 //! [`Durability::Full`] to fsync every commit.
 
+mod conn;
+mod migrate;
 mod row;
 mod writer;
 
-use std::{str::FromStr, sync::Arc, time::Duration as StdDuration};
+use std::{path::PathBuf, sync::Arc};
 
 use async_trait::async_trait;
 use longrun_core::{
     ApiKey, Change, ClaimFilter, ClaimQuery, Clock, Lease, ListQuery, NewKey, NewOperation,
     Operation, Page, Store, StoreError, Submitted, SystemClock, Token,
 };
-use sqlx::{
-    Row, SqlitePool,
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
-};
+use rusqlite::{OptionalExtension, params};
 use time::OffsetDateTime;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
+use conn::{Readers, WriteConn};
 use longrun_core::write::{Edit, Write, Writer};
 use row::{db, micros};
 use writer::announce;
-
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// How hard a commit is pushed to disk.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -44,8 +45,8 @@ pub enum Durability {
 /// A [`Store`] on one SQLite file.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    writer: SqlitePool,
-    reader: SqlitePool,
+    writer: WriteConn,
+    readers: Arc<Readers>,
     writes: Writer,
     clock: Arc<dyn Clock>,
     changes: broadcast::Sender<Change>,
@@ -73,56 +74,34 @@ impl SqliteStore {
             .strip_prefix("sqlite://")
             .or_else(|| url.strip_prefix("sqlite:"))
             .unwrap_or(url);
-        let path = path.split('?').next().unwrap_or(path);
-        let options = SqliteConnectOptions::from_str("sqlite:")
-            .map_err(db)?
-            .filename(path)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(match durability {
-                Durability::Normal => SqliteSynchronous::Normal,
-                Durability::Full => SqliteSynchronous::Full,
-            })
-            .busy_timeout(StdDuration::from_secs(10))
-            // Reads through a shared memory map instead of copying pages per connection (which
-            // WAL commits invalidate), and a 64 MiB page cache per connection.
-            .pragma("mmap_size", "1073741824")
-            .pragma("cache_size", "-65536")
-            .foreign_keys(false);
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .connect_with(options.clone().create_if_missing(true))
-            .await
-            .map_err(db)?;
-        MIGRATOR.run(&writer).await.map_err(db)?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options.read_only(true))
-            .await
-            .map_err(db)?;
+        let path = PathBuf::from(path.split('?').next().unwrap_or(path));
+        let writer = {
+            let path = path.clone();
+            // Opening may wait for another process's lock (setting WAL mode, migrating).
+            tokio::task::spawn_blocking(move || WriteConn::open(&path, durability))
+                .await
+                .map_err(db)??
+        };
         let (changes, _) = broadcast::channel(4096);
         let writes = writer::spawn(writer.clone(), clock.clone(), changes.clone());
         Ok(Self {
             writer,
-            reader,
+            readers: Arc::new(Readers::new(path, durability)),
             writes,
             clock,
             changes,
         })
     }
 
-    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
-        self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(db)
-    }
-
     fn announce(&self, op: &Operation) {
         announce(&self.changes, op);
     }
 
-    /// Closes both pools (waits for running statements).
+    /// Closes the connections (waits for the running write transaction); every later call
+    /// fails.
     pub async fn close(&self) {
         self.writer.close().await;
-        self.reader.close().await;
+        self.readers.close();
     }
 }
 
@@ -161,26 +140,25 @@ impl Store for SqliteStore {
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<Operation>, StoreError> {
-        let mut conn = self.reader.acquire().await.map_err(db)?;
-        row::load(&mut conn, id).await
+        self.readers.read(|conn| row::load(conn, id))
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
-        let rows = sqlx::query(LIST)
-            .bind(query.status.map(|s| s.as_str()))
-            .bind(query.name.as_deref())
-            .bind(query.parent_id.map(|id| id.to_string()))
-            .bind(query.root_id.map(|id| id.to_string()))
-            .bind(query.customer)
-            .bind(query.before_seq)
-            .bind(query.fetch_limit())
-            .fetch_all(&self.reader)
-            .await
-            .map_err(db)?;
-        let operations = rows
-            .iter()
-            .map(row::decode)
-            .collect::<Result<Vec<_>, _>>()?;
+        let operations = self.readers.read(|conn| {
+            row::query(
+                conn,
+                LIST,
+                params![
+                    query.status.map(|s| s.as_str()),
+                    query.name.as_deref(),
+                    query.parent_id.map(|id| id.to_string()),
+                    query.root_id.map(|id| id.to_string()),
+                    query.customer,
+                    query.before_seq,
+                    query.fetch_limit(),
+                ],
+            )
+        })?;
         Ok(Page::from_fetched(operations, query))
     }
 
@@ -189,29 +167,25 @@ impl Store for SqliteStore {
     }
 
     async fn delete(&self, id: Uuid) -> Result<(), StoreError> {
-        let mut tx = self.begin().await?;
-        let found = row::load(&mut tx, id).await?;
-        let op = match found {
-            Some(op) if op.is_terminal() => op,
-            // End the transaction now: a dropped one is rolled back only when its connection is
-            // next used, and until then its row lock would make claims skip the operation.
-            other => {
-                tx.rollback().await.map_err(db)?;
-                return Err(match other {
-                    Some(op) => StoreError::NotTerminal {
-                        id,
-                        status: op.status,
-                    },
-                    None => StoreError::NotFound(id),
-                });
-            }
-        };
-        sqlx::query("DELETE FROM operations WHERE seq = ?")
-            .bind(op.seq)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        tx.commit().await.map_err(db)?;
+        let op = self
+            .writer
+            .transaction(move |tx| {
+                let op = match row::load(tx, id)? {
+                    Some(op) if op.is_terminal() => op,
+                    Some(op) => {
+                        return Err(StoreError::NotTerminal {
+                            id,
+                            status: op.status,
+                        });
+                    }
+                    None => return Err(StoreError::NotFound(id)),
+                };
+                tx.prepare_cached("DELETE FROM operations WHERE seq = ?1")
+                    .and_then(|mut stmt| stmt.execute([op.seq]))
+                    .map_err(db)?;
+                Ok(op)
+            })
+            .await?;
         // Waiters re-read it and find it gone.
         self.announce(&Operation {
             version: op.version + 1,
@@ -224,29 +198,35 @@ impl Store for SqliteStore {
         if query.max == 0 {
             return Ok(vec![]);
         }
-        let mut tx = self.begin().await?;
-        let now = self.clock.now();
-        let rows = sqlx::query(CLAIMABLE)
-            .bind(micros(now))
-            .bind(json_list(&query.filter.names))
-            .bind(json_list(&query.filter.queues))
-            .bind(i64::from(query.max))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db)?;
-        let mut leases = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let mut op = row::decode(r)?;
-            let lease_id = Uuid::now_v7();
-            op.start(lease_id, &query.worker, query.lease, now)?;
-            row::save(&mut tx, &op).await?;
-            leases.push(Lease {
-                lease_id,
-                expires_at: now + query.lease,
-                operation: op,
-            });
-        }
-        tx.commit().await.map_err(db)?;
+        let (query, clock) = (query.clone(), self.clock.clone());
+        let leases = self
+            .writer
+            .transaction(move |tx| {
+                let now = clock.now();
+                let ready = row::query(
+                    tx,
+                    CLAIMABLE,
+                    params![
+                        micros(now),
+                        json_list(&query.filter.names),
+                        json_list(&query.filter.queues),
+                        query.max,
+                    ],
+                )?;
+                let mut leases = Vec::with_capacity(ready.len());
+                for mut op in ready {
+                    let lease_id = Uuid::now_v7();
+                    op.start(lease_id, &query.worker, query.lease, now)?;
+                    row::save(tx, &op)?;
+                    leases.push(Lease {
+                        lease_id,
+                        expires_at: now + query.lease,
+                        operation: op,
+                    });
+                }
+                Ok(leases)
+            })
+            .await?;
         for lease in &leases {
             self.announce(&lease.operation);
         }
@@ -257,33 +237,38 @@ impl Store for SqliteStore {
         &self,
         filter: &ClaimFilter,
     ) -> Result<Option<OffsetDateTime>, StoreError> {
-        let at: Option<i64> = sqlx::query_scalar(NEXT_RUN_AT)
-            .bind(json_list(&filter.names))
-            .bind(json_list(&filter.queues))
-            .fetch_one(&self.reader)
-            .await
-            .map_err(db)?;
+        let at: Option<i64> = self.readers.read(|conn| {
+            conn.prepare_cached(NEXT_RUN_AT)
+                .and_then(|mut stmt| {
+                    stmt.query_row(
+                        (json_list(&filter.names), json_list(&filter.queues)),
+                        |row| row.get(0),
+                    )
+                })
+                .map_err(db)
+        })?;
         at.map(row::from_micros).transpose()
     }
 
     async fn expire_leases(&self) -> Result<u64, StoreError> {
-        let mut tx = self.begin().await?;
-        let now = self.clock.now();
-        let rows = sqlx::query(
-            "SELECT seq, body FROM operations WHERE status = 'running' AND lease_expires_at <= ?",
-        )
-        .bind(micros(now))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db)?;
-        let mut expired = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let mut op = row::decode(r)?;
-            op.expire_lease(now)?;
-            row::save(&mut tx, &op).await?;
-            expired.push(op);
-        }
-        tx.commit().await.map_err(db)?;
+        let clock = self.clock.clone();
+        let expired = self
+            .writer
+            .transaction(move |tx| {
+                let now = clock.now();
+                let mut running = row::query(
+                    tx,
+                    "SELECT seq, body FROM operations
+                     WHERE status = 'running' AND lease_expires_at <= ?1",
+                    [micros(now)],
+                )?;
+                for op in &mut running {
+                    op.expire_lease(now)?;
+                    row::save(tx, op)?;
+                }
+                Ok(running)
+            })
+            .await?;
         for op in &expired {
             self.announce(op);
         }
@@ -291,24 +276,27 @@ impl Store for SqliteStore {
     }
 
     async fn prune(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "DELETE FROM operations
-             WHERE completed_at IS NOT NULL AND completed_at < ?
-               AND status IN ('succeeded', 'failed', 'cancelled')",
-        )
-        .bind(micros(before))
-        .execute(&self.writer)
-        .await
-        .map_err(db)?;
-        Ok(done.rows_affected())
+        let done = self
+            .writer
+            .transaction(move |tx| {
+                tx.prepare_cached(
+                    "DELETE FROM operations
+                     WHERE completed_at IS NOT NULL AND completed_at < ?1
+                       AND status IN ('succeeded', 'failed', 'cancelled')",
+                )
+                .and_then(|mut stmt| stmt.execute([micros(before)]))
+                .map_err(db)
+            })
+            .await?;
+        Ok(done as u64)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.reader)
-            .await
-            .map_err(db)?;
-        Ok(())
+        self.readers.read(|conn| {
+            conn.prepare_cached("SELECT 1")
+                .and_then(|mut stmt| stmt.query_row([], |_| Ok(())))
+                .map_err(db)
+        })
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Change> {
@@ -317,31 +305,43 @@ impl Store for SqliteStore {
 
     async fn create_key(&self, key: NewKey, token: &Token) -> Result<ApiKey, StoreError> {
         let key = key.into_key(token, self.clock.now());
-        sqlx::query("INSERT INTO api_keys (id, secret_hash, body) VALUES (?, ?, ?)")
-            .bind(key.id.to_string())
-            .bind(token.secret_hash())
-            .bind(serde_json::to_string(&key).map_err(db)?)
-            .execute(&self.writer)
-            .await
-            .map_err(db)?;
+        let row = (
+            key.id.to_string(),
+            token.secret_hash(),
+            serde_json::to_string(&key).map_err(db)?,
+        );
+        self.writer
+            .transaction(move |tx| {
+                tx.prepare_cached(
+                    "INSERT INTO api_keys (id, secret_hash, body) VALUES (?1, ?2, ?3)",
+                )
+                .and_then(|mut stmt| stmt.execute(row))
+                .map_err(db)
+            })
+            .await?;
         Ok(key)
     }
 
     async fn find_key(&self, id: Uuid) -> Result<Option<(ApiKey, String)>, StoreError> {
-        let row = sqlx::query("SELECT body, secret_hash FROM api_keys WHERE id = ?")
-            .bind(id.to_string())
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(db)?;
-        row.map(|r| Ok((serde_json::from_str(r.get(0)).map_err(db)?, r.get(1))))
+        let found: Option<(String, String)> = self.readers.read(|conn| {
+            conn.prepare_cached("SELECT body, secret_hash FROM api_keys WHERE id = ?1")
+                .and_then(|mut stmt| {
+                    stmt.query_row([id.to_string()], |row| Ok((row.get(0)?, row.get(1)?)))
+                        .optional()
+                })
+                .map_err(db)
+        })?;
+        found
+            .map(|(body, hash)| Ok((serde_json::from_str(&body).map_err(db)?, hash)))
             .transpose()
     }
 
     async fn list_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
-        let bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM api_keys ORDER BY seq")
-            .fetch_all(&self.reader)
-            .await
-            .map_err(db)?;
+        let bodies: Vec<String> = self.readers.read(|conn| {
+            conn.prepare_cached("SELECT body FROM api_keys ORDER BY seq")
+                .and_then(|mut stmt| stmt.query_map([], |row| row.get(0))?.collect())
+                .map_err(db)
+        })?;
         bodies
             .iter()
             .map(|b| serde_json::from_str(b).map_err(db))
@@ -349,33 +349,38 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_key(&self, id: Uuid) -> Result<ApiKey, StoreError> {
-        let mut tx = self.begin().await?;
-        let body: Option<String> = sqlx::query_scalar("SELECT body FROM api_keys WHERE id = ?")
-            .bind(id.to_string())
-            .fetch_optional(&mut *tx)
+        let clock = self.clock.clone();
+        self.writer
+            .transaction(move |tx| {
+                let body: Option<String> = tx
+                    .prepare_cached("SELECT body FROM api_keys WHERE id = ?1")
+                    .and_then(|mut stmt| {
+                        stmt.query_row([id.to_string()], |row| row.get(0))
+                            .optional()
+                    })
+                    .map_err(db)?;
+                let mut key: ApiKey =
+                    serde_json::from_str(&body.ok_or(StoreError::KeyNotFound(id))?).map_err(db)?;
+                if key.revoked_at.is_none() {
+                    let now = clock.now();
+                    key.revoked_at = Some(now);
+                    let body = serde_json::to_string(&key).map_err(db)?;
+                    tx.prepare_cached(
+                        "UPDATE api_keys SET revoked_at = ?1, body = ?2 WHERE id = ?3",
+                    )
+                    .and_then(|mut stmt| stmt.execute(params![micros(now), body, id.to_string()]))
+                    .map_err(db)?;
+                }
+                Ok(key)
+            })
             .await
-            .map_err(db)?;
-        let mut key: ApiKey =
-            serde_json::from_str(&body.ok_or(StoreError::KeyNotFound(id))?).map_err(db)?;
-        if key.revoked_at.is_none() {
-            let now = self.clock.now();
-            key.revoked_at = Some(now);
-            sqlx::query("UPDATE api_keys SET revoked_at = ?, body = ? WHERE id = ?")
-                .bind(micros(now))
-                .bind(serde_json::to_string(&key).map_err(db)?)
-                .bind(id.to_string())
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-        }
-        tx.commit().await.map_err(db)?;
-        Ok(key)
     }
 
     async fn has_active_keys(&self) -> Result<bool, StoreError> {
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM api_keys WHERE revoked_at IS NULL)")
-            .fetch_one(&self.reader)
-            .await
-            .map_err(db)
+        self.readers.read(|conn| {
+            conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM api_keys WHERE revoked_at IS NULL)")
+                .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)))
+                .map_err(db)
+        })
     }
 }

@@ -2,7 +2,7 @@
 //! that queries filter, order and fence on.
 
 use longrun_core::{Idempotency, Operation, StoreError};
-use sqlx::{Row, SqliteConnection, sqlite::SqliteRow};
+use rusqlite::{Connection, Params, Row, params};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -22,81 +22,96 @@ pub(crate) fn from_micros(us: i64) -> Result<OffsetDateTime, StoreError> {
 }
 
 /// Decodes a row of `(seq, body, ...)`.
-pub(crate) fn decode(row: &SqliteRow) -> Result<Operation, StoreError> {
-    let seq: i64 = row.get(0);
-    let body: &str = row.get(1);
+pub(crate) fn decode(row: &Row<'_>) -> Result<Operation, StoreError> {
+    let seq: i64 = row.get(0).map_err(db)?;
+    let body = row.get_ref(1).map_err(db)?.as_str().map_err(db)?;
     let mut op: Operation = serde_json::from_str(body).map_err(db)?;
     op.seq = seq;
     Ok(op)
 }
 
+/// The operations a query of `(seq, body)` rows returns, in its order.
+pub(crate) fn query(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+) -> Result<Vec<Operation>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(db)?;
+    let mut rows = stmt.query(params).map_err(db)?;
+    let mut ops = Vec::new();
+    while let Some(row) = rows.next().map_err(db)? {
+        ops.push(decode(row)?);
+    }
+    Ok(ops)
+}
+
 /// The operation with this id.
-pub(crate) async fn load(
-    conn: &mut SqliteConnection,
-    id: Uuid,
-) -> Result<Option<Operation>, StoreError> {
-    let row = sqlx::query("SELECT seq, body FROM operations WHERE id = ?")
-        .bind(id.to_string())
-        .fetch_optional(conn)
-        .await
-        .map_err(db)?;
-    row.as_ref().map(decode).transpose()
+pub(crate) fn load(conn: &Connection, id: Uuid) -> Result<Option<Operation>, StoreError> {
+    let mut found = query(
+        conn,
+        "SELECT seq, body FROM operations WHERE id = ?1",
+        [id.to_string()],
+    )?;
+    Ok(found.pop())
 }
 
 /// Inserts a new operation; returns its `seq`.
-pub(crate) async fn insert(
-    conn: &mut SqliteConnection,
+pub(crate) fn insert(
+    conn: &Connection,
     op: &Operation,
     idempotency: Option<&Idempotency>,
 ) -> Result<i64, StoreError> {
-    sqlx::query_scalar(
-        "INSERT INTO operations (id, name, queue, priority, status, run_at, lease_expires_at,
-             completed_at, parent_id, root_id, customer, created_by, idempotency_key,
-             idempotency_fingerprint, version, body)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-         RETURNING seq",
-    )
-    .bind(op.id.to_string())
-    .bind(&op.name)
-    .bind(&op.queue)
-    .bind(op.priority)
-    .bind(op.status.as_str())
-    .bind(micros(op.run_at))
-    .bind(op.lease_expires_at.map(micros))
-    .bind(op.completed_at.map(micros))
-    .bind(op.parent_id.map(|id| id.to_string()))
-    .bind(op.root_id.to_string())
-    .bind(op.customer)
-    .bind(op.created_by)
-    .bind(idempotency.map(|i| i.key.as_str()))
-    .bind(idempotency.map(|i| i.fingerprint.as_str()))
-    .bind(op.version)
-    .bind(body(op)?)
-    .fetch_one(conn)
-    .await
+    let body = serde_json::to_string(op).map_err(db)?;
+    let mut stmt = conn
+        .prepare_cached(
+            "INSERT INTO operations (id, name, queue, priority, status, run_at, lease_expires_at,
+                 completed_at, parent_id, root_id, customer, created_by, idempotency_key,
+                 idempotency_fingerprint, version, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+        )
+        .map_err(db)?;
+    // `seq` is the `INTEGER PRIMARY KEY`: the rowid that `insert` returns.
+    stmt.insert(params![
+        op.id.to_string(),
+        op.name,
+        op.queue,
+        op.priority,
+        op.status.as_str(),
+        micros(op.run_at),
+        op.lease_expires_at.map(micros),
+        op.completed_at.map(micros),
+        op.parent_id.map(|id| id.to_string()),
+        op.root_id.to_string(),
+        op.customer,
+        op.created_by,
+        idempotency.map(|i| i.key.as_str()),
+        idempotency.map(|i| i.fingerprint.as_str()),
+        op.version,
+        body,
+    ])
     .map_err(db)
 }
 
 /// Writes back an operation changed by one of its named transitions.
-pub(crate) async fn save(conn: &mut SqliteConnection, op: &Operation) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE operations
-         SET status = ?, run_at = ?, lease_expires_at = ?, completed_at = ?, version = ?, body = ?
-         WHERE seq = ?",
-    )
-    .bind(op.status.as_str())
-    .bind(micros(op.run_at))
-    .bind(op.lease_expires_at.map(micros))
-    .bind(op.completed_at.map(micros))
-    .bind(op.version)
-    .bind(body(op)?)
-    .bind(op.seq)
-    .execute(conn)
-    .await
+pub(crate) fn save(conn: &Connection, op: &Operation) -> Result<(), StoreError> {
+    let body = serde_json::to_string(op).map_err(db)?;
+    let mut stmt = conn
+        .prepare_cached(
+            "UPDATE operations
+             SET status = ?1, run_at = ?2, lease_expires_at = ?3, completed_at = ?4,
+                 version = ?5, body = ?6
+             WHERE seq = ?7",
+        )
+        .map_err(db)?;
+    stmt.execute(params![
+        op.status.as_str(),
+        micros(op.run_at),
+        op.lease_expires_at.map(micros),
+        op.completed_at.map(micros),
+        op.version,
+        body,
+        op.seq,
+    ])
     .map_err(db)?;
     Ok(())
-}
-
-fn body(op: &Operation) -> Result<String, StoreError> {
-    serde_json::to_string(op).map_err(db)
 }

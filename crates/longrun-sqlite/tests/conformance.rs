@@ -213,3 +213,31 @@ async fn two_stores_on_one_file_hand_each_operation_out_once() {
     );
     assert_eq!(claimed.into_iter().collect::<HashSet<_>>(), submitted);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stores_opening_one_fresh_file_at_once_migrate_it_once() {
+    let dir = Sqlite::new();
+    let clock = clock();
+    let opening: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, clock) = (dir.url(), clock.clone());
+            tokio::spawn(async move { SqliteStore::open(&url, clock).await })
+        })
+        .collect();
+    let mut stores = Vec::new();
+    for open in opening {
+        stores.push(open.await.expect("open task").expect("open"));
+    }
+    let first = stores[0]
+        .submit(NewOperation::named("t"))
+        .await
+        .expect("submit")
+        .operation;
+    for store in &stores {
+        assert_eq!(
+            store.get(first.id).await.expect("get"),
+            Some(first.clone()),
+            "every store has the one schema and sees the others' rows"
+        );
+    }
+}
