@@ -4,8 +4,8 @@
 //! `row::insert` and `row::save` in the transaction that changes them. Claims lock ready
 //! entries and their operations with `FOR UPDATE SKIP LOCKED`, so concurrent claimers on any
 //! node never block each other nor take the same operation, and a claim reads only the rows
-//! it takes. Every transaction announces its changes before committing (`pg_notify`,
-//! `<id> <version> <status>` lines); each store `LISTEN`s and re-broadcasts to its local
+//! it takes. After each commit the changes go to this node's subscribers and, by `pg_notify`,
+//! to the other nodes (see `listener`); each store `LISTEN`s and re-broadcasts to its local
 //! subscribers, so a long-poll on one node wakes for a change made through another.
 
 mod listener;
@@ -65,8 +65,8 @@ pub struct PgStore {
     writes: Writer,
     clock: Arc<dyn Clock>,
     changes: broadcast::Sender<Change>,
-    /// The schema's notification channel.
-    channel: Arc<str>,
+    /// Sends committed changes to this node's subscribers and to the other nodes.
+    announcer: Arc<listener::Announcer>,
     _listener: Arc<listener::Listener>,
     vacuum: Arc<vacuum::Vacuum>,
 }
@@ -106,17 +106,24 @@ impl PgStore {
             .fetch_one(&pool)
             .await
             .map_err(db)?;
-        let channel: Arc<str> = format!("longrun_{schema}").into();
+        let channel = format!("longrun_{schema}");
+        let node = Uuid::new_v4();
         let (changes, _) = broadcast::channel(4096);
         let listener =
-            listener::Listener::start(&pool, channel.to_string(), changes.clone()).await?;
+            listener::Listener::start(&pool, channel.clone(), node, changes.clone()).await?;
+        let announcer = Arc::new(listener::Announcer::start(
+            pool.clone(),
+            channel,
+            node,
+            changes.clone(),
+        ));
         let vacuum = Arc::new(vacuum::Vacuum::start(pool.clone()));
         Ok(Self {
-            writes: writer::spawn(pool.clone(), clock.clone(), channel.clone()),
+            writes: writer::spawn(pool.clone(), clock.clone(), announcer.clone()),
             pool,
             clock,
             changes,
-            channel,
+            announcer,
             _listener: Arc::new(listener),
             vacuum,
         })
@@ -129,6 +136,7 @@ impl PgStore {
     /// Stops listening for changes and closes the pool (waits for running statements).
     pub async fn close(&self) {
         self._listener.stop();
+        self.announcer.stop();
         self.vacuum.stop();
         self.pool.close().await;
     }
@@ -242,13 +250,10 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await
             .map_err(db)?;
-        listener::announce(
-            &mut tx,
-            &self.channel,
-            [deleted(op.id, op.version, op.status)],
-        )
-        .await?;
-        tx.commit().await.map_err(db)
+        tx.commit().await.map_err(db)?;
+        self.announcer
+            .announce([deleted(op.id, op.version, op.status)]);
+        Ok(())
     }
 
     async fn claim(&self, query: &ClaimQuery) -> Result<Vec<Lease>, StoreError> {
@@ -279,13 +284,9 @@ impl Store for PgStore {
             started.push(edited);
         }
         row::save(&mut tx, &started).await?;
-        listener::announce(
-            &mut tx,
-            &self.channel,
-            started.iter().map(|e| change(&e.op)),
-        )
-        .await?;
         tx.commit().await.map_err(db)?;
+        self.announcer
+            .announce(started.iter().map(|e| change(&e.op)));
         Ok(leases)
     }
 
@@ -316,13 +317,9 @@ impl Store for PgStore {
             expired.push(edited);
         }
         row::save(&mut tx, &expired).await?;
-        listener::announce(
-            &mut tx,
-            &self.channel,
-            expired.iter().map(|e| change(&e.op)),
-        )
-        .await?;
         tx.commit().await.map_err(db)?;
+        self.announcer
+            .announce(expired.iter().map(|e| change(&e.op)));
         Ok(expired.len() as u64)
     }
 
@@ -347,8 +344,8 @@ impl Store for PgStore {
                 Ok(deleted(*id, *version, status))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        listener::announce(&mut tx, &self.channel, changes).await?;
         tx.commit().await.map_err(db)?;
+        self.announcer.announce(changes);
         Ok(gone.len() as u64)
     }
 

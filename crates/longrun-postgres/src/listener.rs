@@ -1,13 +1,22 @@
-//! The schema's change channel. Every transaction that changes operations announces them
-//! before it commits ([`announce`]: lines `<id> <version> <status>`, many per notification,
-//! delivered by PostgreSQL at commit and only if it commits); each node `LISTEN`s and
-//! re-broadcasts them to its local subscribers.
+//! The schema's change channel. After a transaction that changes operations commits, its
+//! changes go to this node's subscribers at once and, through an [`Announcer`], to the other
+//! nodes: lines `<id> <version> <status>` after a first line naming the sending node, many
+//! per notification. Each node `LISTEN`s and re-broadcasts what other nodes sent.
+//!
+//! Why after the commit and not inside the transaction: PostgreSQL serializes the commits of
+//! transactions that `NOTIFY` (a cluster-wide lock held through the commit's WAL flush), so
+//! every write transaction would wait for every other one's fsync. A notification-only
+//! statement writes no WAL and holds that lock only briefly. Should the node die between the
+//! commit and the notification, the other nodes' waiters learn the change at their next look
+//! (every wait has a deadline), as after a lost connection.
 
 use std::time::Duration;
 
 use longrun_core::{Change, Operation, Status, StoreError};
-use sqlx::{PgConnection, PgPool, postgres::PgListener};
-use tokio::{sync::broadcast, task::JoinHandle};
+use sqlx::{PgPool, postgres::PgListener};
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
 
 use crate::row::db;
 
@@ -17,12 +26,14 @@ pub(crate) struct Listener(JoinHandle<()>);
 
 impl Listener {
     /// Listens on `channel` (the listening is in place when this returns) and forwards every
-    /// notification to `changes`.
+    /// notification sent by a node other than `node` to `changes`.
     pub(crate) async fn start(
         pool: &PgPool,
         channel: String,
+        node: Uuid,
         changes: broadcast::Sender<Change>,
     ) -> Result<Self, StoreError> {
+        let own = node.to_string();
         let mut listener = PgListener::connect_with(pool).await.map_err(db)?;
         listener.listen(&channel).await.map_err(db)?;
         Ok(Self(tokio::spawn(async move {
@@ -30,7 +41,11 @@ impl Listener {
             loop {
                 match listener.try_recv().await {
                     Ok(Some(notification)) => {
-                        for line in notification.payload().split('\n') {
+                        let mut lines = notification.payload().split('\n');
+                        if lines.next() == Some(own.as_str()) {
+                            continue;
+                        }
+                        for line in lines {
                             match parse(line) {
                                 Some(change) => {
                                     let _ = changes.send(change);
@@ -82,30 +97,73 @@ pub(crate) fn change(op: &Operation) -> Change {
     }
 }
 
-/// Sends `changes` on `channel` as part of the transaction on `conn`, in one round trip.
-pub(crate) async fn announce(
-    conn: &mut PgConnection,
-    channel: &str,
-    changes: impl IntoIterator<Item = Change>,
-) -> Result<(), StoreError> {
-    let payloads = payloads(changes);
-    if payloads.is_empty() {
-        return Ok(());
+/// Sends committed changes: to this node's subscribers at once, to the other nodes by
+/// `pg_notify` from a background task that sends whatever queued meanwhile in one round trip.
+#[derive(Debug)]
+pub(crate) struct Announcer {
+    local: broadcast::Sender<Change>,
+    remote: mpsc::UnboundedSender<Change>,
+    task: JoinHandle<()>,
+}
+
+impl Announcer {
+    /// Announces on `channel` of `pool` as node `node`, and locally on `local`.
+    pub(crate) fn start(
+        pool: PgPool,
+        channel: String,
+        node: Uuid,
+        local: broadcast::Sender<Change>,
+    ) -> Self {
+        let (remote, mut queued) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            let mut batch = Vec::new();
+            while queued.recv_many(&mut batch, usize::MAX).await > 0 {
+                let payloads = payloads(node, batch.drain(..));
+                let sent =
+                    sqlx::query("SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload")
+                        .bind(&channel)
+                        .bind(payloads)
+                        .execute(&pool)
+                        .await;
+                if let Err(e) = sent {
+                    tracing::warn!(error = %e, "could not tell the other nodes about changes");
+                }
+            }
+        });
+        Self {
+            local,
+            remote,
+            task,
+        }
     }
-    sqlx::query("SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload")
-        .bind(channel)
-        .bind(payloads)
-        .execute(conn)
-        .await
-        .map_err(db)?;
-    Ok(())
+
+    /// Announces `changes`, which have been committed.
+    pub(crate) fn announce(&self, changes: impl IntoIterator<Item = Change>) {
+        for change in changes {
+            let _ = self.local.send(change);
+            let _ = self.remote.send(change);
+        }
+    }
+
+    /// Stops sending to the other nodes.
+    pub(crate) fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for Announcer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// PostgreSQL refuses a notification payload of 8000 bytes or more.
 const MAX_PAYLOAD: usize = 7999;
 
-/// The changes as lines `<id> <version> <status>` joined by `\n`, as few payloads as fit.
-fn payloads(changes: impl IntoIterator<Item = Change>) -> Vec<String> {
+/// The changes as lines `<id> <version> <status>` joined by `\n`, as few payloads as fit,
+/// each starting with the line `node`.
+fn payloads(node: Uuid, changes: impl IntoIterator<Item = Change>) -> Vec<String> {
+    let node = node.to_string();
     let mut payloads: Vec<String> = vec![];
     for change in changes {
         let line = format!(
@@ -119,7 +177,7 @@ fn payloads(changes: impl IntoIterator<Item = Change>) -> Vec<String> {
                 payload.push('\n');
                 payload.push_str(&line);
             }
-            _ => payloads.push(line),
+            _ => payloads.push(format!("{node}\n{line}")),
         }
     }
     payloads
@@ -152,12 +210,17 @@ mod tests {
                 status: Status::ALL[i as usize % Status::ALL.len()],
             })
             .collect();
-        let payloads = payloads(changes.clone());
+        let node = Uuid::now_v7();
+        let payloads = payloads(node, changes.clone());
         assert!(payloads.len() > 1, "1000 changes need several payloads");
         assert!(payloads.iter().all(|p| p.len() <= MAX_PAYLOAD));
         let parsed: Vec<Change> = payloads
             .iter()
-            .flat_map(|p| p.split('\n'))
+            .flat_map(|p| {
+                let mut lines = p.split('\n');
+                assert_eq!(lines.next(), Some(node.to_string().as_str()));
+                lines
+            })
             .map(|line| parse(line).expect("readable"))
             .collect();
         assert_eq!(parsed, changes);
@@ -165,6 +228,6 @@ mod tests {
 
     #[test]
     fn nothing_to_announce_is_no_payload() {
-        assert!(payloads([]).is_empty());
+        assert!(payloads(Uuid::now_v7(), []).is_empty());
     }
 }

@@ -1,8 +1,8 @@
 //! Group commit on PostgreSQL: submits and changes to single operations queue up and go to the
 //! database together, one transaction per batch: all new operations in one `INSERT … UNNEST`,
 //! all changed rows locked in one `SELECT … FOR UPDATE` (in `seq` order, so batches on
-//! different nodes never deadlock) and written back in one `UPDATE … UNNEST`, then every
-//! change announced in one `pg_notify` round trip.
+//! different nodes never deadlock) and written back in one `UPDATE … UNNEST`; once it
+//! commits, every change is announced (see `listener::Announcer`).
 //!
 //! A batch locks `operations` rows first and only then touches their `ready` entries (which
 //! a claimer may hold for a moment: claimers never wait on a lock, see `CLAIMABLE`).
@@ -12,22 +12,22 @@ use std::sync::Arc;
 
 use longrun_core::batch::Batcher;
 use longrun_core::write::{Write, Writer};
-use longrun_core::{Clock, Idempotency, Operation, StoreError, Submitted};
+use longrun_core::{Change, Clock, Idempotency, Operation, StoreError, Submitted};
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::listener::{self, change};
+use crate::listener::{Announcer, change};
 use crate::row::{self, Edited, db};
 
 /// Most writes in one transaction.
 const MAX_BATCH: usize = 512;
 
 /// Starts the writer on `pool`, announcing changes on `channel`.
-pub(crate) fn spawn(pool: PgPool, clock: Arc<dyn Clock>, channel: Arc<str>) -> Writer {
+pub(crate) fn spawn(pool: PgPool, clock: Arc<dyn Clock>, announcer: Arc<Announcer>) -> Writer {
     Batcher::spawn(MAX_BATCH, move |writes| {
-        let (pool, clock, channel) = (pool.clone(), clock.clone(), channel.clone());
-        async move { write_batch(&pool, &channel, clock.now(), writes).await }
+        let (pool, clock, announcer) = (pool.clone(), clock.clone(), announcer.clone());
+        async move { write_batch(&pool, &announcer, clock.now(), writes).await }
     })
 }
 
@@ -35,32 +35,35 @@ type Answer = Result<Submitted, StoreError>;
 
 async fn write_batch(
     pool: &PgPool,
-    channel: &str,
+    announcer: &Announcer,
     now: OffsetDateTime,
     writes: Vec<Write>,
 ) -> Vec<Answer> {
     let count = writes.len();
     let outcome = async {
         let mut tx = pool.begin().await.map_err(db)?;
-        let answers = apply(&mut tx, channel, now, writes).await?;
+        let (answers, changes) = apply(&mut tx, now, writes).await?;
         tx.commit().await.map_err(db)?;
-        Ok::<_, StoreError>(answers)
+        Ok::<_, StoreError>((answers, changes))
     };
     match outcome.await {
-        Ok(answers) => answers,
+        Ok((answers, changes)) => {
+            announcer.announce(changes);
+            answers
+        }
         Err(e) => (0..count)
             .map(|_| Err(StoreError::database(std::io::Error::other(e.to_string()))))
             .collect(),
     }
 }
 
-/// Applies the batch inside `tx`; an `Err` is a database failure that voids the whole batch.
+/// Applies the batch inside `tx`; returns the answers and the changes to announce once it
+/// commits. An `Err` is a database failure that voids the whole batch.
 async fn apply(
     tx: &mut PgConnection,
-    channel: &str,
     now: OffsetDateTime,
     writes: Vec<Write>,
-) -> Result<Vec<Answer>, StoreError> {
+) -> Result<(Vec<Answer>, Vec<Change>), StoreError> {
     let edited: Vec<Uuid> = writes
         .iter()
         .filter_map(|w| {
@@ -157,11 +160,11 @@ async fn apply(
         .collect();
     row::save(tx, &changed).await?;
     announced.extend(changed.iter().map(|e| change(&e.op)));
-    listener::announce(tx, channel, announced).await?;
-    Ok(answers
+    let answers = answers
         .into_iter()
         .map(|a| a.expect("every write is answered"))
-        .collect())
+        .collect();
+    Ok((answers, announced))
 }
 
 /// Locks the rows of `ids` for this transaction, in `seq` order.
