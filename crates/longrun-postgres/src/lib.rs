@@ -153,17 +153,21 @@ impl PgStore {
 /// no cycle of waits can form. Each ready operation goes to one claimer: a claimer holds its
 /// entry and its row until it commits the operation running and the entry deleted, and
 /// whoever looks later finds the entry gone.
-const CLAIMABLE: &str = "SELECT o.seq, o.body::text
-     FROM (SELECT seq, priority FROM ready
+///
+/// The ready entries are picked in an `ARRAY(...)` sub-select, so the operations are fetched
+/// by primary key whatever the planner's statistics say (as a join, a table never analyzed
+/// was hash-joined with a sequential scan of every operation). The caller sorts the rows
+/// into claim order.
+const CLAIMABLE: &str = "SELECT seq, body::text FROM operations
+     WHERE seq = ANY(ARRAY(
+           SELECT seq FROM ready
            WHERE run_at <= $1
              AND (cardinality($2::text[]) = 0 OR name = ANY($2))
              AND (cardinality($3::text[]) = 0 OR queue = ANY($3))
            ORDER BY priority DESC, seq
            LIMIT $4
-           FOR UPDATE SKIP LOCKED) r
-     JOIN operations o ON o.seq = r.seq
-     ORDER BY r.priority DESC, r.seq
-     FOR UPDATE OF o SKIP LOCKED";
+           FOR UPDATE SKIP LOCKED))
+     FOR UPDATE SKIP LOCKED";
 
 const NEXT_RUN_AT: &str = "SELECT min(run_at) FROM ready
      WHERE (cardinality($1::text[]) = 0 OR name = ANY($1))
@@ -270,10 +274,12 @@ impl Store for PgStore {
             .fetch_all(&mut *tx)
             .await
             .map_err(db)?;
-        let mut leases = Vec::with_capacity(rows.len());
-        let mut started = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let mut edited = Edited::loaded(row::decode(r)?);
+        let mut ops = rows.iter().map(row::decode).collect::<Result<Vec<_>, _>>()?;
+        ops.sort_by_key(|op| (std::cmp::Reverse(op.priority), op.seq));
+        let mut leases = Vec::with_capacity(ops.len());
+        let mut started = Vec::with_capacity(ops.len());
+        for op in ops {
+            let mut edited = Edited::loaded(op);
             let lease_id = Uuid::now_v7();
             edited.op.start(lease_id, &query.worker, query.lease, now)?;
             leases.push(Lease {
