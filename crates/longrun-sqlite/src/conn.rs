@@ -49,6 +49,11 @@ fn open(path: &Path, flags: OpenFlags, durability: Durability) -> rusqlite::Resu
     Ok(conn)
 }
 
+/// Opens a read-write connection with the per-connection settings.
+pub(crate) fn open_writable(path: &Path, durability: Durability) -> rusqlite::Result<Connection> {
+    open(path, OpenFlags::default(), durability)
+}
+
 /// Locks `mutex`, also after a panic while it was held: a connection's transaction is rolled
 /// back when the panic drops it, so the connection is fine to use again.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -67,8 +72,11 @@ pub(crate) struct WriteConn(Arc<Mutex<Option<Connection>>>);
 impl WriteConn {
     /// Opens (creating) the file in WAL mode and brings its schema up to date.
     pub(crate) fn open(path: &Path, durability: Durability) -> Result<Self, StoreError> {
-        let mut conn = open(path, OpenFlags::default(), durability).map_err(db)?;
+        let mut conn = open_writable(path, durability).map_err(db)?;
         conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db)?;
+        // The checkpoint thread checkpoints (see `checkpoint`), not the writer's commits.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(db)?;
         migrate(&mut conn)?;
         Ok(Self(Arc::new(Mutex::new(Some(conn)))))

@@ -6,10 +6,12 @@
 //! into shared transactions (see `writer`); claims, deletes and maintenance take the connection
 //! for a transaction of their own. Either way a transaction runs whole on a blocking thread.
 //! Reads use separate read-only connections, which WAL lets run alongside the writer, inline on
-//! the calling task (see `conn` for why). `synchronous=NORMAL` by default: a committed write
+//! the calling task (see `conn` for why). WAL checkpoints run on a thread of their own (see
+//! `checkpoint`). `synchronous=NORMAL` by default: a committed write
 //! survives a process crash but the last transactions may be lost on power failure; choose
 //! [`Durability::Full`] to fsync every commit.
 
+mod checkpoint;
 mod conn;
 mod migrate;
 mod row;
@@ -27,6 +29,7 @@ use time::OffsetDateTime;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
+use checkpoint::Checkpointer;
 use conn::{Readers, WriteConn};
 use longrun_core::write::{Edit, Write, Writer};
 use row::{db, micros};
@@ -46,6 +49,7 @@ pub enum Durability {
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     writer: WriteConn,
+    checkpointer: Arc<Checkpointer>,
     readers: Arc<Readers>,
     writes: Writer,
     clock: Arc<dyn Clock>,
@@ -82,10 +86,12 @@ impl SqliteStore {
                 .await
                 .map_err(db)??
         };
+        let checkpointer = Arc::new(Checkpointer::start(&path, durability)?);
         let (changes, _) = broadcast::channel(4096);
         let writes = writer::spawn(writer.clone(), clock.clone(), changes.clone());
         Ok(Self {
             writer,
+            checkpointer,
             readers: Arc::new(Readers::new(path, durability)),
             writes,
             clock,
@@ -100,6 +106,7 @@ impl SqliteStore {
     /// Closes the connections (waits for the running write transaction); every later call
     /// fails.
     pub async fn close(&self) {
+        self.checkpointer.stop();
         self.writer.close().await;
         self.readers.close();
     }

@@ -241,3 +241,35 @@ async fn stores_opening_one_fresh_file_at_once_migrate_it_once() {
         );
     }
 }
+
+/// Commits land in the WAL; the store's checkpoint thread moves them into the database file
+/// soon after, though no commit ever checkpoints (and fewer pages were written than SQLite's
+/// own automatic checkpoint waits for).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wal_is_checkpointed_in_the_background() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("longrun.db");
+    let store = SqliteStore::open_default(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let file_size = || std::fs::metadata(&path).unwrap().len();
+    let before = file_size();
+    let submits = (0..2000).map(|i| {
+        let mut new = NewOperation::named("fill");
+        new.kwargs = serde_json::json!({ "i": i, "pad": "x".repeat(200) });
+        store.submit(new)
+    });
+    for submitted in futures::future::join_all(submits).await {
+        submitted.unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while file_size() < before + 1_000_000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the database file stayed at {} bytes",
+            file_size()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    store.close().await;
+}
