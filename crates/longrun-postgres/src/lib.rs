@@ -274,7 +274,10 @@ impl Store for PgStore {
             .fetch_all(&mut *tx)
             .await
             .map_err(db)?;
-        let mut ops = rows.iter().map(row::decode).collect::<Result<Vec<_>, _>>()?;
+        let mut ops = rows
+            .iter()
+            .map(row::decode)
+            .collect::<Result<Vec<_>, _>>()?;
         ops.sort_by_key(|op| (std::cmp::Reverse(op.priority), op.seq));
         let mut leases = Vec::with_capacity(ops.len());
         let mut started = Vec::with_capacity(ops.len());

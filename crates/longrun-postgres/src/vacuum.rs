@@ -1,10 +1,13 @@
-//! Keeps the `ready` table small where autovacuum is off or slow.
+//! Keeps the tables vacuumed where autovacuum is off or too slow for a queue.
 //!
 //! Every claim deletes `ready` rows; until a vacuum removes them, their dead index entries are
-//! walked by every later claim. The table's own autovacuum settings (migration 0004) handle
-//! this on a server that runs autovacuum; this task does it on any server: once a second it
-//! reads the table's dead-row count and vacuums it past a threshold. `SKIP_LOCKED` makes a
-//! vacuum already running elsewhere (another node, autovacuum) a reason to skip, not to wait.
+//! walked by every later claim. Autovacuum wakes once a minute by default, longer than a burst
+//! of claims takes, so once a second this task reads the tables' dead-row counts and vacuums
+//! `ready` past [`READY_DEAD_ROWS`]. Where autovacuum is off altogether it also vacuums (and
+//! analyzes) `operations` at autovacuum's default thresholds: every transition leaves a dead
+//! row version and dead entries in its indexes, which would otherwise pile up for good.
+//! `SKIP_LOCKED` makes a vacuum already running (another node, autovacuum) a reason to skip,
+//! not to wait.
 
 use std::time::Duration;
 
@@ -13,9 +16,9 @@ use tokio::task::JoinHandle;
 use tokio::time::{MissedTickBehavior, interval};
 
 /// Dead rows in `ready` worth a vacuum (a vacuum of a table this small takes milliseconds).
-const DEAD_ROWS: i64 = 1000;
+const READY_DEAD_ROWS: i64 = 1000;
 
-/// How often the dead-row count is read.
+/// How often the dead-row counts are read.
 const EVERY: Duration = Duration::from_secs(1);
 
 /// The background vacuum task; stopped when dropped.
@@ -23,7 +26,7 @@ const EVERY: Duration = Duration::from_secs(1);
 pub(crate) struct Vacuum(JoinHandle<()>);
 
 impl Vacuum {
-    /// Starts watching the `ready` table of the pool's schema.
+    /// Starts watching the tables of the pool's schema.
     pub(crate) fn start(pool: PgPool) -> Self {
         Self(tokio::spawn(async move {
             let mut tick = interval(EVERY);
@@ -31,7 +34,7 @@ impl Vacuum {
             loop {
                 tick.tick().await;
                 if let Err(e) = vacuum_if_needed(&pool).await {
-                    tracing::debug!(error = %e, "could not vacuum the ready table");
+                    tracing::debug!(error = %e, "could not vacuum");
                 }
             }
         }))
@@ -49,14 +52,26 @@ impl Drop for Vacuum {
     }
 }
 
+/// Whether `ready` and `operations` need a vacuum now, by their dead and live row counts.
+const DUE: &str = "SELECT
+       coalesce((SELECT n_dead_tup FROM pg_stat_user_tables
+                 WHERE relid = 'ready'::regclass), 0) >= $1,
+       current_setting('autovacuum') = 'off' AND coalesce(
+           (SELECT n_dead_tup >= 50 + 0.2 * n_live_tup FROM pg_stat_user_tables
+            WHERE relid = 'operations'::regclass), false)";
+
 async fn vacuum_if_needed(pool: &PgPool) -> Result<(), sqlx::Error> {
-    let dead: Option<i64> = sqlx::query_scalar(
-        "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = 'ready'::regclass",
-    )
-    .fetch_optional(pool)
-    .await?;
-    if dead.unwrap_or(0) >= DEAD_ROWS {
+    let (ready, operations): (bool, bool) = sqlx::query_as(DUE)
+        .bind(READY_DEAD_ROWS)
+        .fetch_one(pool)
+        .await?;
+    if ready {
         sqlx::query("VACUUM (SKIP_LOCKED) ready")
+            .execute(pool)
+            .await?;
+    }
+    if operations {
+        sqlx::query("VACUUM (SKIP_LOCKED, ANALYZE) operations")
             .execute(pool)
             .await?;
     }
