@@ -26,6 +26,18 @@ impl Postgres {
         Self { url, schema }
     }
 
+    /// A pool of its own on the case's schema, to look at the tables directly.
+    async fn pool(&self) -> sqlx::PgPool {
+        sqlx::PgPool::connect_with(
+            self.url
+                .parse::<sqlx::postgres::PgConnectOptions>()
+                .expect("url")
+                .options([("search_path", self.schema.as_str())]),
+        )
+        .await
+        .expect("connect")
+    }
+
     fn admin(&self) -> std::process::Command {
         let mut psql = std::process::Command::new("psql");
         psql.args([self.url.as_str(), "-q", "-v", "ON_ERROR_STOP=1", "-c"]);
@@ -94,15 +106,7 @@ async fn ready_queue_follows_pending_operations() {
     let factory = Postgres::new();
     let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
     let store = factory.fresh(clock.clone()).await;
-    let pool = sqlx::PgPool::connect_with(
-        factory
-            .url
-            .parse::<sqlx::postgres::PgConnectOptions>()
-            .expect("url")
-            .options([("search_path", factory.schema.as_str())]),
-    )
-    .await
-    .expect("connect");
+    let pool = factory.pool().await;
     let check = |step: &'static str| {
         let pool = pool.clone();
         async move {
@@ -197,15 +201,7 @@ async fn ready_queue_follows_pending_operations() {
 async fn the_tables_are_vacuumed_after_many_claims() {
     let factory = Postgres::new();
     let store = factory.fresh(Arc::new(longrun_core::SystemClock)).await;
-    let pool = sqlx::PgPool::connect_with(
-        factory
-            .url
-            .parse::<sqlx::postgres::PgConnectOptions>()
-            .expect("url")
-            .options([("search_path", factory.schema.as_str())]),
-    )
-    .await
-    .expect("connect");
+    let pool = factory.pool().await;
     let submits = (0..1500).map(|_| store.submit(NewOperation::named("v")));
     for submitted in futures::future::join_all(submits).await {
         submitted.expect("submit");
