@@ -24,6 +24,13 @@ pub enum Write {
 /// A writer's queue; answers with the operation as written (and whether a submit created it).
 pub type Writer = Batcher<Write, Result<Submitted, StoreError>>;
 
+/// The answer to each of the `count` writes of a batch that could not be committed.
+pub fn all_failed(count: usize, e: &dyn std::fmt::Display) -> Vec<Result<Submitted, StoreError>> {
+    (0..count)
+        .map(|_| Err(StoreError::database(std::io::Error::other(e.to_string()))))
+        .collect()
+}
+
 /// A client cancels.
 pub fn cancel() -> Edit {
     Box::new(|op, now| op.cancel(now).map(drop))

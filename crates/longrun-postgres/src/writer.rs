@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use longrun_core::batch::Batcher;
-use longrun_core::write::{Write, Writer};
+use longrun_core::write::{Write, Writer, all_failed};
 use longrun_core::{Change, Clock, Idempotency, Operation, StoreError, Submitted};
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
@@ -51,9 +51,7 @@ async fn write_batch(
             announcer.announce(changes);
             answers
         }
-        Err(e) => (0..count)
-            .map(|_| Err(StoreError::database(std::io::Error::other(e.to_string()))))
-            .collect(),
+        Err(e) => all_failed(count, &e),
     }
 }
 

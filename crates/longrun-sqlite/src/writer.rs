@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use longrun_core::batch::Batcher;
-use longrun_core::write::{Edit, Write, Writer};
+use longrun_core::write::{Edit, Write, Writer, all_failed};
 use longrun_core::{Change, Clock, NewOperation, Operation, StoreError, Submitted};
 use rusqlite::{Connection, OptionalExtension};
 use time::OffsetDateTime;
@@ -48,13 +48,6 @@ pub(crate) fn announce(changes: &broadcast::Sender<Change>, op: &Operation) {
         version: op.version,
         status: op.status,
     });
-}
-
-/// The answer to every write of a batch that could not be committed.
-fn all_failed(count: usize, e: &dyn std::fmt::Display) -> Vec<Result<Submitted, StoreError>> {
-    (0..count)
-        .map(|_| Err(StoreError::database(std::io::Error::other(e.to_string()))))
-        .collect()
 }
 
 fn write_batch(
