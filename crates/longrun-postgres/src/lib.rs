@@ -9,6 +9,7 @@
 //! subscribers, so a long-poll on one node wakes for a change made through another.
 
 mod listener;
+mod pool;
 mod row;
 mod vacuum;
 mod writer;
@@ -21,7 +22,7 @@ use longrun_core::{
     Operation, Page, Status, Store, StoreError, Submitted, SystemClock, Token,
 };
 use sqlx::{
-    PgPool, Postgres, Transaction,
+    PgPool, Row,
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 use time::OffsetDateTime;
@@ -30,14 +31,23 @@ use uuid::Uuid;
 
 use listener::change;
 use longrun_core::write::{Edit, Write, Writer};
+use pool::{Conn, Pool};
 use row::{Edited, db};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// Connections beside the request pool: the change listener's, and two for migrations,
+/// notifications to other nodes and vacuum.
+const BACKGROUND_CONNECTIONS: u32 = 3;
+
+/// Longest wait for a free connection.
+const ACQUIRE_TIMEOUT: StdDuration = StdDuration::from_secs(10);
+
 /// Connection settings of a [`PgStore`].
 #[derive(Debug, Clone)]
 pub struct PgOptions {
-    /// Most connections this node holds (default 16).
+    /// Most connections this node holds for requests (default 16); the change listener and
+    /// background work hold up to 3 more.
     pub max_connections: u32,
     /// `statement_timeout` of every connection (default 30 s; `None`: the server's).
     pub statement_timeout: Option<StdDuration>,
@@ -61,7 +71,10 @@ impl Default for PgOptions {
 /// A [`Store`] on a PostgreSQL database.
 #[derive(Debug, Clone)]
 pub struct PgStore {
-    pool: PgPool,
+    /// Requests and the writer.
+    pool: Pool,
+    /// Migrations, the change listener, notifications to other nodes, vacuum.
+    background: PgPool,
     writes: Writer,
     clock: Arc<dyn Clock>,
     changes: broadcast::Sender<Change>,
@@ -95,32 +108,34 @@ impl PgStore {
         if let Some(t) = options.idle_in_transaction_timeout {
             connect = connect.options([("idle_in_transaction_session_timeout", ms(t))]);
         }
-        let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections)
-            .acquire_timeout(StdDuration::from_secs(10))
-            .connect_with(connect)
+        let background = PgPoolOptions::new()
+            .max_connections(BACKGROUND_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(connect.clone())
             .await
             .map_err(db)?;
-        MIGRATOR.run(&pool).await.map_err(db)?;
+        MIGRATOR.run(&background).await.map_err(db)?;
         let schema: String = sqlx::query_scalar("SELECT current_schema()")
-            .fetch_one(&pool)
+            .fetch_one(&background)
             .await
             .map_err(db)?;
+        let pool = Pool::new(connect, options.max_connections, ACQUIRE_TIMEOUT);
         let channel = format!("longrun_{schema}");
         let node = Uuid::new_v4();
         let (changes, _) = broadcast::channel(4096);
         let listener =
-            listener::Listener::start(&pool, channel.clone(), node, changes.clone()).await?;
+            listener::Listener::start(&background, channel.clone(), node, changes.clone()).await?;
         let announcer = Arc::new(listener::Announcer::start(
-            pool.clone(),
+            background.clone(),
             channel,
             node,
             changes.clone(),
         ));
-        let vacuum = Arc::new(vacuum::Vacuum::start(pool.clone()));
+        let vacuum = Arc::new(vacuum::Vacuum::start(background.clone()));
         Ok(Self {
             writes: writer::spawn(pool.clone(), clock.clone(), announcer.clone()),
             pool,
+            background,
             clock,
             changes,
             announcer,
@@ -129,8 +144,8 @@ impl PgStore {
         })
     }
 
-    async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
-        self.pool.begin().await.map_err(db)
+    async fn begin(&self) -> Result<Conn, StoreError> {
+        self.pool.begin().await
     }
 
     /// Stops listening for changes and closes the pool (waits for running statements).
@@ -139,6 +154,7 @@ impl PgStore {
         self.announcer.stop();
         self.vacuum.stop();
         self.pool.close().await;
+        self.background.close().await;
     }
 }
 
@@ -168,6 +184,13 @@ const CLAIMABLE: &str = "SELECT seq, body::text FROM operations
            LIMIT $4
            FOR UPDATE SKIP LOCKED))
      FOR UPDATE SKIP LOCKED";
+
+/// A claim's transaction does not wait for its WAL flush (`synchronous_commit = off`): the
+/// job starts one fsync sooner. Should the database crash before the flush, the claim is lost
+/// and the operation is pending again, to be run again, as after an expired lease; nothing
+/// later can outlive it, as every other write waits for the flush, which takes the claim's
+/// WAL with it (a completion can never be durable without its claim).
+const BEGIN_CLAIM: &str = "BEGIN; SET LOCAL synchronous_commit = off";
 
 const NEXT_RUN_AT: &str = "SELECT min(run_at) FROM ready
      WHERE (cardinality($1::text[]) = 0 OR name = ANY($1))
@@ -204,22 +227,28 @@ impl Store for PgStore {
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<Operation>, StoreError> {
-        let mut conn = self.pool.acquire().await.map_err(db)?;
-        row::load(&mut conn, id, false).await
+        self.pool
+            .fetch_optional(|| sqlx::query(row::LOAD).bind(id))
+            .await?
+            .as_ref()
+            .map(row::decode)
+            .transpose()
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
-        let rows = sqlx::query(LIST)
-            .bind(query.status.map(|s| s.as_str()))
-            .bind(query.name.as_deref())
-            .bind(query.parent_id)
-            .bind(query.root_id)
-            .bind(query.customer)
-            .bind(query.before_seq)
-            .bind(query.fetch_limit())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?;
+        let rows = self
+            .pool
+            .fetch_all(|| {
+                sqlx::query(LIST)
+                    .bind(query.status.map(|s| s.as_str()))
+                    .bind(query.name.as_deref())
+                    .bind(query.parent_id)
+                    .bind(query.root_id)
+                    .bind(query.customer)
+                    .bind(query.before_seq)
+                    .bind(query.fetch_limit())
+            })
+            .await?;
         let operations = rows
             .iter()
             .map(row::decode)
@@ -233,13 +262,13 @@ impl Store for PgStore {
 
     async fn delete(&self, id: Uuid) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        let found = row::load(&mut tx, id, true).await?;
+        let found = row::lock(&mut tx, id).await?;
         let op = match found {
             Some(op) if op.is_terminal() => op,
             // End the transaction now: a dropped one is rolled back only when its connection is
             // next used, and until then its row lock would make claims skip the operation.
             other => {
-                tx.rollback().await.map_err(db)?;
+                tx.rollback().await?;
                 return Err(match other {
                     Some(op) => StoreError::NotTerminal {
                         id,
@@ -254,7 +283,7 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await
             .map_err(db)?;
-        tx.commit().await.map_err(db)?;
+        tx.commit().await?;
         self.announcer
             .announce([deleted(op.id, op.version, op.status)]);
         Ok(())
@@ -264,7 +293,7 @@ impl Store for PgStore {
         if query.max == 0 {
             return Ok(vec![]);
         }
-        let mut tx = self.begin().await?;
+        let mut tx = self.pool.begin_with(BEGIN_CLAIM).await?;
         let now = self.clock.now();
         let rows = sqlx::query(CLAIMABLE)
             .bind(now)
@@ -293,7 +322,7 @@ impl Store for PgStore {
             started.push(edited);
         }
         row::save(&mut tx, &started).await?;
-        tx.commit().await.map_err(db)?;
+        tx.commit().await?;
         self.announcer
             .announce(started.iter().map(|e| change(&e.op)));
         Ok(leases)
@@ -303,12 +332,15 @@ impl Store for PgStore {
         &self,
         filter: &ClaimFilter,
     ) -> Result<Option<OffsetDateTime>, StoreError> {
-        sqlx::query_scalar(NEXT_RUN_AT)
-            .bind(&filter.names)
-            .bind(&filter.queues)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db)
+        let row = self
+            .pool
+            .fetch_optional(|| {
+                sqlx::query(NEXT_RUN_AT)
+                    .bind(&filter.names)
+                    .bind(&filter.queues)
+            })
+            .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose().map_err(db)?.flatten())
     }
 
     async fn expire_leases(&self) -> Result<u64, StoreError> {
@@ -326,7 +358,7 @@ impl Store for PgStore {
             expired.push(edited);
         }
         row::save(&mut tx, &expired).await?;
-        tx.commit().await.map_err(db)?;
+        tx.commit().await?;
         self.announcer
             .announce(expired.iter().map(|e| change(&e.op)));
         Ok(expired.len() as u64)
@@ -353,17 +385,16 @@ impl Store for PgStore {
                 Ok(deleted(*id, *version, status))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        tx.commit().await.map_err(db)?;
+        tx.commit().await?;
         self.announcer.announce(changes);
         Ok(gone.len() as u64)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
+        self.pool
+            .fetch_optional(|| sqlx::query("SELECT 1"))
             .await
-            .map_err(db)?;
-        Ok(())
+            .map(drop)
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Change> {
@@ -372,36 +403,41 @@ impl Store for PgStore {
 
     async fn create_key(&self, key: NewKey, token: &Token) -> Result<ApiKey, StoreError> {
         let key = key.into_key(token, self.clock.now());
+        let mut conn = self.pool.acquire().await?;
         sqlx::query("INSERT INTO api_keys (id, secret_hash, body) VALUES ($1, $2, $3::json)")
             .bind(key.id)
             .bind(token.secret_hash())
             .bind(serde_json::to_string(&key).map_err(db)?)
-            .execute(&self.pool)
+            .execute(&mut *conn)
             .await
             .map_err(db)?;
         Ok(key)
     }
 
     async fn find_key(&self, id: Uuid) -> Result<Option<(ApiKey, String)>, StoreError> {
-        let row: Option<(String, String)> =
-            sqlx::query_as("SELECT body::text, secret_hash FROM api_keys WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db)?;
-        row.map(|(body, hash)| Ok((serde_json::from_str(&body).map_err(db)?, hash)))
-            .transpose()
+        let row = self
+            .pool
+            .fetch_optional(|| {
+                sqlx::query("SELECT body::text, secret_hash FROM api_keys WHERE id = $1").bind(id)
+            })
+            .await?;
+        row.map(|r| {
+            let body: &str = r.try_get(0).map_err(db)?;
+            Ok((
+                serde_json::from_str(body).map_err(db)?,
+                r.try_get(1).map_err(db)?,
+            ))
+        })
+        .transpose()
     }
 
     async fn list_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
-        let bodies: Vec<String> =
-            sqlx::query_scalar("SELECT body::text FROM api_keys ORDER BY seq")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db)?;
-        bodies
-            .iter()
-            .map(|b| serde_json::from_str(b).map_err(db))
+        let rows = self
+            .pool
+            .fetch_all(|| sqlx::query("SELECT body::text FROM api_keys ORDER BY seq"))
+            .await?;
+        rows.iter()
+            .map(|r| serde_json::from_str(r.try_get(0).map_err(db)?).map_err(db))
             .collect()
     }
 
@@ -426,14 +462,21 @@ impl Store for PgStore {
                 .await
                 .map_err(db)?;
         }
-        tx.commit().await.map_err(db)?;
+        tx.commit().await?;
         Ok(key)
     }
 
     async fn has_active_keys(&self) -> Result<bool, StoreError> {
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM api_keys WHERE revoked_at IS NULL)")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db)
+        let row = self
+            .pool
+            .fetch_optional(|| {
+                sqlx::query("SELECT EXISTS (SELECT 1 FROM api_keys WHERE revoked_at IS NULL)")
+            })
+            .await?;
+        Ok(row
+            .map(|r| r.try_get(0))
+            .transpose()
+            .map_err(db)?
+            .unwrap_or(false))
     }
 }

@@ -24,18 +24,15 @@ pub(crate) fn decode(row: &PgRow) -> Result<Operation, StoreError> {
     Ok(op)
 }
 
-/// The operation with this id, row-locked for the transaction when `lock`.
-pub(crate) async fn load(
+/// Reads the operation with id `$1`.
+pub(crate) const LOAD: &str = "SELECT seq, body::text FROM operations WHERE id = $1";
+
+/// The operation with this id, row-locked for the transaction.
+pub(crate) async fn lock(
     conn: &mut PgConnection,
     id: Uuid,
-    lock: bool,
 ) -> Result<Option<Operation>, StoreError> {
-    let sql = if lock {
-        "SELECT seq, body::text FROM operations WHERE id = $1 FOR UPDATE"
-    } else {
-        "SELECT seq, body::text FROM operations WHERE id = $1"
-    };
-    let row = sqlx::query(sql)
+    let row = sqlx::query("SELECT seq, body::text FROM operations WHERE id = $1 FOR UPDATE")
         .bind(id)
         .fetch_optional(conn)
         .await

@@ -13,18 +13,19 @@ use std::sync::Arc;
 use longrun_core::batch::Batcher;
 use longrun_core::write::{Write, Writer, all_failed};
 use longrun_core::{Change, Clock, Idempotency, Operation, StoreError, Submitted};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::listener::{Announcer, change};
+use crate::pool::Pool;
 use crate::row::{self, Edited, db};
 
 /// Most writes in one transaction.
 const MAX_BATCH: usize = 512;
 
 /// Starts the writer on `pool`, announcing changes on `channel`.
-pub(crate) fn spawn(pool: PgPool, clock: Arc<dyn Clock>, announcer: Arc<Announcer>) -> Writer {
+pub(crate) fn spawn(pool: Pool, clock: Arc<dyn Clock>, announcer: Arc<Announcer>) -> Writer {
     Batcher::spawn(MAX_BATCH, move |writes| {
         let (pool, clock, announcer) = (pool.clone(), clock.clone(), announcer.clone());
         async move { write_batch(&pool, &announcer, clock.now(), writes).await }
@@ -34,16 +35,16 @@ pub(crate) fn spawn(pool: PgPool, clock: Arc<dyn Clock>, announcer: Arc<Announce
 type Answer = Result<Submitted, StoreError>;
 
 async fn write_batch(
-    pool: &PgPool,
+    pool: &Pool,
     announcer: &Announcer,
     now: OffsetDateTime,
     writes: Vec<Write>,
 ) -> Vec<Answer> {
     let count = writes.len();
     let outcome = async {
-        let mut tx = pool.begin().await.map_err(db)?;
+        let mut tx = pool.begin().await?;
         let (answers, changes) = apply(&mut tx, now, writes).await?;
-        tx.commit().await.map_err(db)?;
+        tx.commit().await?;
         Ok::<_, StoreError>((answers, changes))
     };
     match outcome.await {
