@@ -15,11 +15,12 @@ use longrun_core::StoreError;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
 use crate::Durability;
+use crate::checkpoint::WalSize;
 use crate::migrate::migrate;
 use crate::row::db;
 
 /// How long a statement waits for another connection's lock before failing.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Prepared statements kept per connection (more than any connection uses).
 const STATEMENT_CACHE: usize = 32;
@@ -65,13 +66,18 @@ fn closed() -> StoreError {
     StoreError::database(std::io::Error::other("the store is closed"))
 }
 
-/// The single read-write connection (`None` once closed).
+/// The single read-write connection (`None` once closed), and the WAL's length, which it
+/// restarts when long (see `checkpoint`).
 #[derive(Debug, Clone)]
-pub(crate) struct WriteConn(Arc<Mutex<Option<Connection>>>);
+pub(crate) struct WriteConn(Arc<Mutex<Option<Connection>>>, Arc<WalSize>);
 
 impl WriteConn {
     /// Opens (creating) the file in WAL mode and brings its schema up to date.
-    pub(crate) fn open(path: &Path, durability: Durability) -> Result<Self, StoreError> {
+    pub(crate) fn open(
+        path: &Path,
+        durability: Durability,
+        wal: Arc<WalSize>,
+    ) -> Result<Self, StoreError> {
         let mut conn = open_writable(path, durability).map_err(db)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db)?;
@@ -79,7 +85,7 @@ impl WriteConn {
         conn.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(db)?;
         migrate(&mut conn)?;
-        Ok(Self(Arc::new(Mutex::new(Some(conn)))))
+        Ok(Self(Arc::new(Mutex::new(Some(conn))), wal))
     }
 
     /// Runs `f` on the connection on a blocking thread, once the connection is free.
@@ -88,10 +94,13 @@ impl WriteConn {
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
         T: Send + 'static,
     {
-        let conn = self.0.clone();
+        let (conn, wal) = (self.0.clone(), self.1.clone());
         let joined = tokio::task::spawn_blocking(move || {
             let mut conn = lock(&conn);
-            f(conn.as_mut().ok_or_else(closed)?)
+            let conn = conn.as_mut().ok_or_else(closed)?;
+            let done = f(conn);
+            wal.restart_if_long(conn);
+            done
         })
         .await;
         match joined {

@@ -29,7 +29,7 @@ use time::OffsetDateTime;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use checkpoint::Checkpointer;
+use checkpoint::{Checkpointer, WalSize};
 use conn::{Readers, WriteConn};
 use longrun_core::write::{Edit, Write, Writer};
 use row::{db, micros};
@@ -79,14 +79,15 @@ impl SqliteStore {
             .or_else(|| url.strip_prefix("sqlite:"))
             .unwrap_or(url);
         let path = PathBuf::from(path.split('?').next().unwrap_or(path));
+        let wal = Arc::new(WalSize::default());
         let writer = {
-            let path = path.clone();
+            let (path, wal) = (path.clone(), wal.clone());
             // Opening may wait for another process's lock (setting WAL mode, migrating).
-            tokio::task::spawn_blocking(move || WriteConn::open(&path, durability))
+            tokio::task::spawn_blocking(move || WriteConn::open(&path, durability, wal))
                 .await
                 .map_err(db)??
         };
-        let checkpointer = Arc::new(Checkpointer::start(&path, durability)?);
+        let checkpointer = Arc::new(Checkpointer::start(&path, durability, wal)?);
         let (changes, _) = broadcast::channel(4096);
         let writes = writer::spawn(writer.clone(), clock.clone(), changes.clone());
         Ok(Self {
