@@ -10,6 +10,7 @@
 
 mod listener;
 mod pool;
+mod reads;
 mod row;
 mod vacuum;
 mod writer;
@@ -76,6 +77,7 @@ pub struct PgStore {
     /// Migrations, the change listener, notifications to other nodes, vacuum.
     background: PgPool,
     writes: Writer,
+    reads: reads::Reads,
     clock: Arc<dyn Clock>,
     changes: broadcast::Sender<Change>,
     /// Sends committed changes to this node's subscribers and to the other nodes.
@@ -134,6 +136,7 @@ impl PgStore {
         let vacuum = Arc::new(vacuum::Vacuum::start(background.clone()));
         Ok(Self {
             writes: writer::spawn(pool.clone(), clock.clone(), announcer.clone()),
+            reads: reads::spawn(pool.clone()),
             pool,
             background,
             clock,
@@ -227,12 +230,7 @@ impl Store for PgStore {
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<Operation>, StoreError> {
-        self.pool
-            .fetch_optional(|| sqlx::query(row::LOAD).bind(id))
-            .await?
-            .as_ref()
-            .map(row::decode)
-            .transpose()
+        self.reads.call(id).await
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {

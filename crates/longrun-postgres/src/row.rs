@@ -24,9 +24,6 @@ pub(crate) fn decode(row: &PgRow) -> Result<Operation, StoreError> {
     Ok(op)
 }
 
-/// Reads the operation with id `$1`.
-pub(crate) const LOAD: &str = "SELECT seq, body::text FROM operations WHERE id = $1";
-
 /// The operation with this id, row-locked for the transaction.
 pub(crate) async fn lock(
     conn: &mut PgConnection,
