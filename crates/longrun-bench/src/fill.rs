@@ -59,14 +59,20 @@ pub async fn fill(store: &FreshStore, n: u64, batch: u64) -> anyhow::Result<Vec<
         }
     }
     if let Some(mut conn) = pg_conn {
-        // The claim queue holds the pending ones, as the store keeps it.
-        sqlx::query(
+        // The side tables hold the pending, running and finished ones, as the store keeps
+        // them.
+        sqlx::raw_sql(
             "INSERT INTO ready (seq, priority, run_at, name, queue)
-             SELECT seq, priority, run_at, name, queue FROM operations WHERE status = 'pending'",
+             SELECT seq, priority, run_at, name, queue FROM operations WHERE status = 'pending';
+             INSERT INTO running (seq, lease_expires_at)
+             SELECT seq, lease_expires_at FROM operations WHERE status = 'running';
+             INSERT INTO finished (seq, status, completed_at)
+             SELECT seq, status, completed_at FROM operations
+             WHERE status IN ('succeeded', 'failed', 'cancelled');",
         )
         .execute(&mut *conn)
         .await
-        .context("filling the ready queue")?;
+        .context("filling the side tables")?;
     }
     store.analyze().await?;
     log!(

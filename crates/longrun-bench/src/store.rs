@@ -192,29 +192,38 @@ impl FreshStore {
     /// Operations not finished yet (`pending` or `running`). Cheaper to poll than the
     /// succeeded ones: it reads only the rows still queued, which shrink as the drain goes
     /// on (graphile-worker's poll counts its remaining rows the same way).
+    /// On PostgreSQL, the `ready` and `running` tables hold exactly those.
     pub async fn count_unfinished(&self) -> anyhow::Result<u64> {
-        self.count("SELECT count(*) FROM operations WHERE status IN ('pending', 'running')")
-            .await
+        self.count(
+            "SELECT count(*) FROM operations WHERE status IN ('pending', 'running')",
+            "SELECT (SELECT count(*) FROM ready) + (SELECT count(*) FROM running)",
+        )
+        .await
     }
 
     /// Operations recorded as succeeded in the store.
     pub async fn count_succeeded(&self) -> anyhow::Result<u64> {
-        self.count("SELECT count(*) FROM operations WHERE status = 'succeeded'")
-            .await
+        self.count(
+            "SELECT count(*) FROM operations WHERE status = 'succeeded'",
+            "SELECT count(*) FROM finished WHERE status = 'succeeded'",
+        )
+        .await
     }
 
     /// Operations in the store.
     pub async fn count_all(&self) -> anyhow::Result<u64> {
-        self.count("SELECT count(*) FROM operations").await
+        let sql = "SELECT count(*) FROM operations";
+        self.count(sql, sql).await
     }
 
-    async fn count(&self, sql: &'static str) -> anyhow::Result<u64> {
+    /// A count, by the SQL of the store's kind.
+    async fn count(&self, sqlite: &'static str, postgres: &'static str) -> anyhow::Result<u64> {
         let n: i64 = match &self.pool {
             Pool::Sqlite(conn) => {
-                conn.run(move |c| c.prepare_cached(sql)?.query_row([], |row| row.get(0)))
+                conn.run(move |c| c.prepare_cached(sqlite)?.query_row([], |row| row.get(0)))
                     .await?
             }
-            Pool::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await?,
+            Pool::Postgres(pool) => sqlx::query_scalar(postgres).fetch_one(pool).await?,
         };
         Ok(u64::try_from(n)?)
     }

@@ -199,19 +199,53 @@ const NEXT_RUN_AT: &str = "SELECT min(run_at) FROM ready
      WHERE (cardinality($1::text[]) = 0 OR name = ANY($1))
        AND (cardinality($2::text[]) = 0 OR queue = ANY($2))";
 
-const LIST: &str = "SELECT seq, body::text FROM operations
-     WHERE ($1::text IS NULL OR status = $1)
-       AND ($2::text IS NULL OR name = $2)
-       AND ($3::uuid IS NULL OR parent_id = $3)
-       AND ($4::uuid IS NULL OR root_id = $4)
-       AND ($5::bigint IS NULL OR customer = $5)
-       AND ($6::bigint IS NULL OR seq < $6)
-     ORDER BY seq DESC
-     LIMIT $7";
+/// A listing, newest first. With a status filter it walks the side table that holds exactly
+/// the operations of that status (`ready`, `running`, `finished`), in `seq` order.
+macro_rules! list {
+    ($from:literal, $status:literal, $seq:literal) => {
+        concat!(
+            "SELECT o.seq, o.body::text FROM ",
+            $from,
+            " WHERE ",
+            $status,
+            " AND ($2::text IS NULL OR o.name = $2)
+               AND ($3::uuid IS NULL OR o.parent_id = $3)
+               AND ($4::uuid IS NULL OR o.root_id = $4)
+               AND ($5::bigint IS NULL OR o.customer = $5)
+               AND ($6::bigint IS NULL OR ",
+            $seq,
+            " < $6) ORDER BY ",
+            $seq,
+            " DESC LIMIT $7"
+        )
+    };
+}
 
-const EXPIRED: &str = "SELECT seq, body::text FROM operations
-     WHERE status = 'running' AND lease_expires_at <= $1
-     FOR UPDATE SKIP LOCKED";
+/// The listing query for a status filter.
+fn list_sql(status: Option<Status>) -> &'static str {
+    match status {
+        None => list!("operations o", "$1::text IS NULL", "o.seq"),
+        Some(Status::Pending) => list!(
+            "ready s JOIN operations o ON o.seq = s.seq",
+            "o.status = $1",
+            "s.seq"
+        ),
+        Some(Status::Running) => list!(
+            "running s JOIN operations o ON o.seq = s.seq",
+            "o.status = $1",
+            "s.seq"
+        ),
+        Some(Status::Succeeded | Status::Failed | Status::Cancelled) => list!(
+            "finished s JOIN operations o ON o.seq = s.seq",
+            "s.status = $1",
+            "s.seq"
+        ),
+    }
+}
+
+const EXPIRED: &str = "SELECT o.seq, o.body::text FROM running r JOIN operations o ON o.seq = r.seq
+     WHERE r.lease_expires_at <= $1
+     FOR UPDATE OF o SKIP LOCKED";
 
 /// How a deletion is announced: one version past the last (so a waiter on the last version
 /// wakes), with the status the operation had.
@@ -237,7 +271,7 @@ impl Store for PgStore {
         let rows = self
             .pool
             .fetch_all(|| {
-                sqlx::query(LIST)
+                sqlx::query(list_sql(query.status))
                     .bind(query.status.map(|s| s.as_str()))
                     .bind(query.name.as_deref())
                     .bind(query.parent_id)
@@ -276,11 +310,14 @@ impl Store for PgStore {
                 });
             }
         };
-        sqlx::query("DELETE FROM operations WHERE seq = $1")
-            .bind(op.seq)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+        sqlx::query(
+            "WITH finished AS (DELETE FROM finished WHERE seq = $1)
+             DELETE FROM operations WHERE seq = $1",
+        )
+        .bind(op.seq)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
         tx.commit().await?;
         self.announcer
             .announce([deleted(op.id, op.version, op.status)]);
@@ -365,9 +402,8 @@ impl Store for PgStore {
     async fn prune(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
         let mut tx = self.begin().await?;
         let gone: Vec<(Uuid, i64, String)> = sqlx::query_as(
-            "DELETE FROM operations
-             WHERE completed_at IS NOT NULL AND completed_at < $1
-               AND status IN ('succeeded', 'failed', 'cancelled')
+            "WITH finished AS (DELETE FROM finished WHERE completed_at < $1 RETURNING seq)
+             DELETE FROM operations WHERE seq IN (SELECT seq FROM finished)
              RETURNING id, version, status",
         )
         .bind(before)

@@ -1,7 +1,9 @@
 //! Mapping between an [`Operation`] and its row: the canonical JSON body plus the columns
 //! that queries filter, order, lock and fence on. Writing a row also keeps the operation's
-//! entry in the `ready` queue (migration 0004): it has one exactly while it is pending, with
-//! its current `run_at`. [`insert`] and [`save`] are the only writers of `ready`.
+//! entries in the narrow tables that stand for indexes on what changes (migrations 0004 and
+//! 0005): `ready` while it is pending (with its `run_at`), `running` while it runs (with its
+//! lease expiry), `finished` once it has ended (with its status and completion time).
+//! [`insert`] and [`save`] are the only writers of those tables.
 
 use longrun_core::{Idempotency, Operation, Status, StoreError};
 use std::collections::HashMap;
@@ -55,17 +57,32 @@ pub(crate) async fn by_idempotency_key(
     Ok((decode(&row)?, row.try_get(2).map_err(db)?))
 }
 
-/// The operation's place in the `ready` queue: its `run_at` while it is pending.
-fn queued(op: &Operation) -> Option<OffsetDateTime> {
-    (op.status == Status::Pending).then_some(op.run_at)
+/// The operation's entries in the side tables: `ready` (its `run_at` while it is pending),
+/// `running` (its lease expiry while it runs), `finished` (once it has ended).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Entries {
+    ready: Option<OffsetDateTime>,
+    running: Option<OffsetDateTime>,
+    finished: bool,
 }
 
-/// An operation changed by its named transitions, and where it stood in the `ready` queue
-/// before them (as stored: [`queued`] of the row loaded before the change).
+impl Entries {
+    fn of(op: &Operation) -> Self {
+        Self {
+            ready: (op.status == Status::Pending).then_some(op.run_at),
+            running: (op.status == Status::Running)
+                .then(|| op.lease_expires_at.unwrap_or(op.updated_at)),
+            finished: op.is_terminal(),
+        }
+    }
+}
+
+/// An operation changed by its named transitions, and its side-table entries before them (as
+/// stored: those of the row loaded before the change).
 #[derive(Debug)]
 pub(crate) struct Edited {
-    /// The `ready` entry before the change.
-    pub was_queued: Option<OffsetDateTime>,
+    /// The entries before the change.
+    pub was: Entries,
     /// The operation after the change.
     pub op: Operation,
 }
@@ -74,7 +91,7 @@ impl Edited {
     /// The operation as loaded, before any change.
     pub(crate) fn loaded(op: Operation) -> Self {
         Self {
-            was_queued: queued(&op),
+            was: Entries::of(&op),
             op,
         }
     }
@@ -151,19 +168,29 @@ pub(crate) async fn insert(
     Ok(rows.into_iter().collect())
 }
 
-/// Writes back operations changed by their named transitions and moves them in or out of the
-/// `ready` queue as their status and `run_at` changed, in one statement.
+/// Writes back operations changed by their named transitions (HOT updates: no indexed column
+/// changes) and moves them in and out of `ready`, `running` and `finished` as their status,
+/// `run_at` and lease changed, in one statement.
 pub(crate) async fn save(conn: &mut PgConnection, edits: &[Edited]) -> Result<(), StoreError> {
     if edits.is_empty() {
         return Ok(());
     }
-    let mut leaving: Vec<i64> = vec![];
-    let mut entering: Vec<&Operation> = vec![];
-    for Edited { was_queued, op } in edits {
-        match (*was_queued, queued(op)) {
-            (Some(_), None) => leaving.push(op.seq),
-            (was, Some(now)) if was != Some(now) => entering.push(op),
+    let (mut unready, mut ready, mut unrunning, mut running, mut finished) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for Edited { was, op } in edits {
+        let now = Entries::of(op);
+        match (was.ready, now.ready) {
+            (Some(_), None) => unready.push(op.seq),
+            (was, Some(at)) if was != Some(at) => ready.push(op),
             _ => {}
+        }
+        match (was.running, now.running) {
+            (Some(_), None) => unrunning.push(op.seq),
+            (was, Some(until)) if was != Some(until) => running.push((op.seq, until)),
+            _ => {}
+        }
+        if now.finished && !was.finished {
+            finished.push(op);
         }
     }
     let ops = || edits.iter().map(|e| &e.op);
@@ -175,13 +202,22 @@ pub(crate) async fn save(conn: &mut PgConnection, edits: &[Edited]) -> Result<()
     let versions: Vec<i64> = ops().map(|op| op.version).collect();
     let bodies = ops().map(body).collect::<Result<Vec<_>, _>>()?;
     sqlx::query(
-        "WITH leaving AS (
+        "WITH unready AS (
              DELETE FROM ready WHERE seq = ANY($8::bigint[])
-         ), entering AS (
+         ), ready AS (
              INSERT INTO ready (seq, priority, run_at, name, queue)
              SELECT * FROM UNNEST($9::bigint[], $10::int[], $11::timestamptz[], $12::text[],
                                   $13::text[])
              ON CONFLICT (seq) DO UPDATE SET run_at = excluded.run_at
+         ), unrunning AS (
+             DELETE FROM running WHERE seq = ANY($14::bigint[])
+         ), running AS (
+             INSERT INTO running (seq, lease_expires_at)
+             SELECT * FROM UNNEST($15::bigint[], $16::timestamptz[])
+             ON CONFLICT (seq) DO UPDATE SET lease_expires_at = excluded.lease_expires_at
+         ), finished AS (
+             INSERT INTO finished (seq, status, completed_at)
+             SELECT * FROM UNNEST($17::bigint[], $18::text[], $19::timestamptz[])
          )
          UPDATE operations o
          SET status = u.status, run_at = u.run_at, lease_expires_at = u.lease_expires_at,
@@ -198,20 +234,26 @@ pub(crate) async fn save(conn: &mut PgConnection, edits: &[Edited]) -> Result<()
     .bind(completed)
     .bind(versions)
     .bind(bodies)
-    .bind(leaving)
-    .bind(entering.iter().map(|op| op.seq).collect::<Vec<_>>())
-    .bind(entering.iter().map(|op| op.priority).collect::<Vec<_>>())
-    .bind(entering.iter().map(|op| op.run_at).collect::<Vec<_>>())
+    .bind(unready)
+    .bind(ready.iter().map(|op| op.seq).collect::<Vec<_>>())
+    .bind(ready.iter().map(|op| op.priority).collect::<Vec<_>>())
+    .bind(ready.iter().map(|op| op.run_at).collect::<Vec<_>>())
+    .bind(ready.iter().map(|op| op.name.as_str()).collect::<Vec<_>>())
+    .bind(ready.iter().map(|op| op.queue.as_str()).collect::<Vec<_>>())
+    .bind(unrunning)
+    .bind(running.iter().map(|(seq, _)| *seq).collect::<Vec<_>>())
+    .bind(running.iter().map(|(_, until)| *until).collect::<Vec<_>>())
+    .bind(finished.iter().map(|op| op.seq).collect::<Vec<_>>())
     .bind(
-        entering
+        finished
             .iter()
-            .map(|op| op.name.as_str())
+            .map(|op| op.status.as_str())
             .collect::<Vec<_>>(),
     )
     .bind(
-        entering
+        finished
             .iter()
-            .map(|op| op.queue.as_str())
+            .map(|op| op.completed_at.unwrap_or(op.updated_at))
             .collect::<Vec<_>>(),
     )
     .execute(conn)

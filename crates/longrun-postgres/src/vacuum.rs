@@ -1,9 +1,10 @@
 //! Keeps the tables vacuumed where autovacuum is off or too slow for a queue.
 //!
 //! Every claim deletes `ready` rows; until a vacuum removes them, their dead index entries are
-//! walked by every later claim. Autovacuum wakes once a minute by default, longer than a burst
-//! of claims takes, so once a second this task reads the tables' dead-row counts and vacuums
-//! `ready` past [`READY_DEAD_ROWS`]. Where autovacuum is off altogether it also vacuums (and
+//! walked by every later claim (and `running` churns the same way: a row per claim, deleted
+//! at the end). Autovacuum wakes once a minute by default, longer than a burst of claims
+//! takes, so once a second this task reads the tables' dead-row counts and vacuums `ready` and
+//! `running` past [`QUEUE_DEAD_ROWS`]. Where autovacuum is off altogether it also vacuums (and
 //! analyzes) `operations` at autovacuum's default thresholds: every transition leaves a dead
 //! row version and dead entries in its indexes, which would otherwise pile up for good.
 //! `SKIP_LOCKED` makes a vacuum already running (another node, autovacuum) a reason to skip,
@@ -15,8 +16,9 @@ use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio::time::{MissedTickBehavior, interval};
 
-/// Dead rows in `ready` worth a vacuum (a vacuum of a table this small takes milliseconds).
-const READY_DEAD_ROWS: i64 = 1000;
+/// Dead rows in `ready` or `running` worth a vacuum (a vacuum of a table this small takes
+/// milliseconds).
+const QUEUE_DEAD_ROWS: i64 = 1000;
 
 /// How often the dead-row counts are read.
 const EVERY: Duration = Duration::from_secs(1);
@@ -52,21 +54,29 @@ impl Drop for Vacuum {
     }
 }
 
-/// Whether `ready` and `operations` need a vacuum now, by their dead and live row counts.
+/// Whether `ready`, `running` and `operations` need a vacuum now, by their dead and live row
+/// counts.
 const DUE: &str = "SELECT
        coalesce((SELECT n_dead_tup FROM pg_stat_user_tables
                  WHERE relid = 'ready'::regclass), 0) >= $1,
+       coalesce((SELECT n_dead_tup FROM pg_stat_user_tables
+                 WHERE relid = 'running'::regclass), 0) >= $1,
        current_setting('autovacuum') = 'off' AND coalesce(
            (SELECT n_dead_tup >= 50 + 0.2 * n_live_tup FROM pg_stat_user_tables
             WHERE relid = 'operations'::regclass), false)";
 
 async fn vacuum_if_needed(pool: &PgPool) -> Result<(), sqlx::Error> {
-    let (ready, operations): (bool, bool) = sqlx::query_as(DUE)
-        .bind(READY_DEAD_ROWS)
+    let (ready, running, operations): (bool, bool, bool) = sqlx::query_as(DUE)
+        .bind(QUEUE_DEAD_ROWS)
         .fetch_one(pool)
         .await?;
     if ready {
         sqlx::query("VACUUM (SKIP_LOCKED) ready")
+            .execute(pool)
+            .await?;
+    }
+    if running {
+        sqlx::query("VACUUM (SKIP_LOCKED) running")
             .execute(pool)
             .await?;
     }

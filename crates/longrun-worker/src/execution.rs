@@ -14,6 +14,7 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::backoff::Backoff;
+use crate::worker::Slot;
 use crate::{
     Backend, BackendError, Handler, TaskContext, TaskError, TaskInput, TaskOutput, WorkerOptions,
 };
@@ -27,6 +28,8 @@ pub(crate) struct Execution {
     pub options: Arc<WorkerOptions>,
     pub grant: LeaseGrant,
     pub handler: Option<Arc<dyn Handler>>,
+    /// The handler's place among the worker's `concurrency`, given back when it ends.
+    pub slot: Option<Slot>,
     /// Cancelled when the worker's shutdown grace is over.
     pub stop: CancellationToken,
 }
@@ -64,7 +67,7 @@ impl Execution {
         self.run_attempt().instrument(span).await
     }
 
-    async fn run_attempt(self) {
+    async fn run_attempt(mut self) {
         let mut lease = LeaseState {
             expires_at: self.grant.lease_expires_at,
             cancel_requested: false,
@@ -120,6 +123,8 @@ impl Execution {
             }
         };
 
+        // The handler is done: its slot goes to the next one while this reports.
+        self.slot.take();
         if lease.lost {
             return warn!("lease lost; the outcome of this attempt is dropped");
         }

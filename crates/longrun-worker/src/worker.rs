@@ -5,9 +5,11 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use longrun_core::wire::{ClaimRequest, LeaseGrant};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
@@ -97,13 +99,14 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// The attempt to run `grant`.
-    fn execution(&self, grant: LeaseGrant, stop: &CancellationToken) -> Execution {
+    /// The attempt to run `grant`, its handler in `slot`.
+    fn execution(&self, grant: LeaseGrant, slot: Slot, stop: &CancellationToken) -> Execution {
         Execution {
             backend: self.backend.clone(),
             options: self.options.clone(),
             handler: self.registry.get(&grant.operation.name),
             grant,
+            slot: Some(slot),
             stop: stop.clone(),
         }
     }
@@ -149,11 +152,15 @@ impl Worker {
     /// logged and retried with backoff.
     ///
     /// The next claim is sent while handlers run, as soon as a quarter of the places (slots
-    /// plus prefetch) are free, so short tasks do not wait for a claim round trip.
+    /// plus prefetch) are free, so short tasks do not wait for a claim round trip. A handler's
+    /// slot is free as soon as it returns: its outcome is reported while the next handler runs
+    /// (at most `concurrency` attempts report at once).
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let options = self.options.clone();
         let capacity = options.concurrency + options.prefetch;
         let stop = CancellationToken::new();
+        let slots = Slots::default();
+        // Attempts: handlers running, and attempts whose handler has ended reporting.
         let mut running = JoinSet::new();
         let mut held: VecDeque<LeaseGrant> = VecDeque::new();
         let mut claim: Option<Pin<Box<dyn Future<Output = Claimed> + Send>>> = None;
@@ -163,13 +170,15 @@ impl Worker {
         info!(worker = %options.name, names = ?self.names, concurrency = options.concurrency, prefetch = options.prefetch, "worker started");
         loop {
             while running.try_join_next().is_some() {}
-            while running.len() < options.concurrency
+            // At most `concurrency` handlers, and as many attempts still reporting.
+            while slots.taken() < options.concurrency
+                && running.len() < 2 * options.concurrency
                 && let Some(grant) = held.pop_front()
             {
-                running.spawn(self.execution(grant, &stop).run());
+                running.spawn(self.execution(grant, slots.take(), &stop).run());
             }
-            let idle = running.is_empty() && held.is_empty();
-            let free = capacity - running.len() - held.len();
+            let idle = slots.taken() == 0 && held.is_empty();
+            let free = capacity - slots.taken() - held.len();
             // Claim in batches: one claim (one transaction) per freed slot would cost more than
             // short handlers themselves.
             if claim.is_none() && free > 0 && (idle || free >= options.claim_batch()) {
@@ -194,6 +203,7 @@ impl Worker {
             tokio::select! {
                 () = &mut shutdown => break,
                 Some(_) = running.join_next(), if !running.is_empty() => {}
+                () = slots.freed.notified() => {}
                 claimed = async { claim.as_mut().expect("checked").await }, if claim.is_some() => {
                     claim = None;
                     match claimed {
@@ -237,5 +247,40 @@ impl Worker {
             while running.join_next().await.is_some() {}
         }
         info!("worker stopped");
+    }
+}
+
+/// How many handlers run; [`Slot`]s are taken from it.
+#[derive(Default)]
+struct Slots {
+    taken: Arc<AtomicUsize>,
+    /// Told each time a slot is given back.
+    freed: Arc<Notify>,
+}
+
+impl Slots {
+    fn taken(&self) -> usize {
+        self.taken.load(Ordering::SeqCst)
+    }
+
+    fn take(&self) -> Slot {
+        self.taken.fetch_add(1, Ordering::SeqCst);
+        Slot {
+            taken: self.taken.clone(),
+            freed: self.freed.clone(),
+        }
+    }
+}
+
+/// One handler's place; given back when dropped.
+pub(crate) struct Slot {
+    taken: Arc<AtomicUsize>,
+    freed: Arc<Notify>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.taken.fetch_sub(1, Ordering::SeqCst);
+        self.freed.notify_one();
     }
 }
