@@ -7,12 +7,15 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use longrun_core::waiting::wait_for_change;
-use longrun_core::wire::SubmitRequest;
+use longrun_core::wire::{
+    ClaimRequest, CompleteRequest, FailRequest, HeartbeatRequest, HeartbeatResponse, LeaseGrant,
+    SubmitRequest,
+};
 use longrun_core::{CancelOutcome, NewOperation, Operation, Owner, RetryPolicy, Status, Store};
 use longrun_sqlite::SqliteStore;
 use longrun_worker::{
-    CommandHandler, HttpBackend, LocalBackend, Registry, TaskContext, TaskError, TaskInput, Worker,
-    WorkerOptions,
+    Backend, BackendError, CommandHandler, HttpBackend, LocalBackend, Registry, TaskContext,
+    TaskError, TaskInput, Worker, WorkerOptions,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -427,6 +430,92 @@ async fn no_more_handlers_run_at_once_than_the_concurrency_limit() {
         3,
         "ten ready operations should fill exactly three slots"
     );
+    worker.shutdown().await;
+}
+
+/// A backend whose completions take `delay` to get through.
+struct SlowCompletions {
+    inner: Arc<LocalBackend>,
+    delay: Duration,
+}
+
+#[async_trait::async_trait]
+impl Backend for SlowCompletions {
+    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<LeaseGrant>, BackendError> {
+        self.inner.claim(request).await
+    }
+
+    async fn heartbeat(
+        &self,
+        id: Uuid,
+        request: &HeartbeatRequest,
+    ) -> Result<HeartbeatResponse, BackendError> {
+        self.inner.heartbeat(id, request).await
+    }
+
+    async fn complete(&self, id: Uuid, request: &CompleteRequest) -> Result<(), BackendError> {
+        sleep(self.delay).await;
+        self.inner.complete(id, request).await
+    }
+
+    async fn fail(&self, id: Uuid, request: &FailRequest) -> Result<(), BackendError> {
+        self.inner.fail(id, request).await
+    }
+
+    async fn release(&self, id: Uuid, lease_id: Uuid) -> Result<(), BackendError> {
+        self.inner.release(id, lease_id).await
+    }
+
+    async fn submit(&self, request: &SubmitRequest) -> Result<Operation, BackendError> {
+        self.inner.submit(request).await
+    }
+}
+
+/// A handler's slot is free as soon as it returns: the next handler starts while the
+/// completion of the first is still on its way to the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_next_handler_starts_while_a_completion_is_being_reported() {
+    let h = Harness::new().await;
+    let first = h.submit("quick", json!({}), 0).await;
+    let second = h.submit("quick", json!({}), 0).await;
+    let (seen, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
+    let store = h.store.clone();
+    let first_id = first.id;
+    let registry = Registry::new().handler("quick", move |ctx, _input| {
+        let (seen, store) = (seen.clone(), store.clone());
+        async move {
+            if ctx.id() != first_id {
+                let first = store.get(first_id).await.unwrap().unwrap();
+                let _ = seen.send(first.status);
+            }
+            Ok(())
+        }
+    });
+    let backend = Arc::new(SlowCompletions {
+        inner: h.backend.clone(),
+        delay: Duration::from_millis(500),
+    });
+    let worker = RunningWorker::start(
+        backend,
+        registry,
+        WorkerOptions {
+            concurrency: 1,
+            ..options()
+        },
+    );
+    let status = timeout(Duration::from_secs(20), seen_rx.recv())
+        .await
+        .expect("the second handler ran")
+        .expect("a status");
+    assert_eq!(
+        status,
+        Status::Running,
+        "the first completion was not reported yet when the second handler ran"
+    );
+    for op in [&first, &second] {
+        h.wait_for(op.id, "success", status_is(Status::Succeeded))
+            .await;
+    }
     worker.shutdown().await;
 }
 
