@@ -177,8 +177,7 @@ async fn insert_pg(
             .push_bind(None::<String>)
             .push_bind(None::<String>)
             .push_bind(op.version)
-            .push_bind(body)
-            .push_unseparated("::json");
+            .push_bind(body);
     });
     query
         .build()

@@ -177,7 +177,7 @@ impl PgStore {
 /// by primary key whatever the planner's statistics say (as a join, a table never analyzed
 /// was hash-joined with a sequential scan of every operation). The caller sorts the rows
 /// into claim order.
-const CLAIMABLE: &str = "SELECT seq, body::text FROM operations
+const CLAIMABLE: &str = "SELECT seq, body FROM operations
      WHERE seq = ANY(ARRAY(
            SELECT seq FROM ready
            WHERE run_at <= $1
@@ -204,7 +204,7 @@ const NEXT_RUN_AT: &str = "SELECT min(run_at) FROM ready
 macro_rules! list {
     ($from:literal, $status:literal, $seq:literal) => {
         concat!(
-            "SELECT o.seq, o.body::text FROM ",
+            "SELECT o.seq, o.body FROM ",
             $from,
             " WHERE ",
             $status,
@@ -243,7 +243,7 @@ fn list_sql(status: Option<Status>) -> &'static str {
     }
 }
 
-const EXPIRED: &str = "SELECT o.seq, o.body::text FROM running r JOIN operations o ON o.seq = r.seq
+const EXPIRED: &str = "SELECT o.seq, o.body FROM running r JOIN operations o ON o.seq = r.seq
      WHERE r.lease_expires_at <= $1
      FOR UPDATE OF o SKIP LOCKED";
 

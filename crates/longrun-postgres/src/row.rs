@@ -17,7 +17,7 @@ pub(crate) fn db(e: impl std::error::Error + Send + Sync + 'static) -> StoreErro
     StoreError::database(e)
 }
 
-/// Decodes a row of `(seq, body::text, ...)`.
+/// Decodes a row of `(seq, body, ...)`.
 pub(crate) fn decode(row: &PgRow) -> Result<Operation, StoreError> {
     let seq: i64 = row.try_get(0).map_err(db)?;
     let body: &str = row.try_get(1).map_err(db)?;
@@ -31,7 +31,7 @@ pub(crate) async fn lock(
     conn: &mut PgConnection,
     id: Uuid,
 ) -> Result<Option<Operation>, StoreError> {
-    let row = sqlx::query("SELECT seq, body::text FROM operations WHERE id = $1 FOR UPDATE")
+    let row = sqlx::query("SELECT seq, body FROM operations WHERE id = $1 FOR UPDATE")
         .bind(id)
         .fetch_optional(conn)
         .await
@@ -46,7 +46,7 @@ pub(crate) async fn by_idempotency_key(
     key: &str,
 ) -> Result<(Operation, Option<String>), StoreError> {
     let row = sqlx::query(
-        "SELECT seq, body::text, idempotency_fingerprint FROM operations
+        "SELECT seq, body, idempotency_fingerprint FROM operations
          WHERE customer = $1 AND idempotency_key = $2",
     )
     .bind(customer)
@@ -134,7 +134,7 @@ pub(crate) async fn insert(
          INSERT INTO operations (id, name, queue, priority, status, run_at, parent_id, root_id,
              customer, created_by, idempotency_key, idempotency_fingerprint, version, body)
          SELECT id, name, queue, priority, status, run_at, parent_id, root_id, customer,
-             created_by, idempotency_key, idempotency_fingerprint, version, body::json
+             created_by, idempotency_key, idempotency_fingerprint, version, body
          FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int[], $5::text[], $6::timestamptz[],
              $7::uuid[], $8::uuid[], $9::bigint[], $10::bigint[], $11::text[], $12::text[],
              $13::bigint[], $14::text[])
@@ -221,7 +221,7 @@ pub(crate) async fn save(conn: &mut PgConnection, edits: &[Edited]) -> Result<()
          )
          UPDATE operations o
          SET status = u.status, run_at = u.run_at, lease_expires_at = u.lease_expires_at,
-             completed_at = u.completed_at, version = u.version, body = u.body::json
+             completed_at = u.completed_at, version = u.version, body = u.body
          FROM UNNEST($1::bigint[], $2::text[], $3::timestamptz[], $4::timestamptz[],
                      $5::timestamptz[], $6::bigint[], $7::text[])
               AS u(seq, status, run_at, lease_expires_at, completed_at, version, body)

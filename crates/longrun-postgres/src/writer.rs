@@ -171,13 +171,12 @@ async fn lock(tx: &mut PgConnection, ids: &[Uuid]) -> Result<HashMap<Uuid, Edite
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let rows = sqlx::query(
-        "SELECT seq, body::text FROM operations WHERE id = ANY($1) ORDER BY seq FOR UPDATE",
-    )
-    .bind(ids)
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(db)?;
+    let rows =
+        sqlx::query("SELECT seq, body FROM operations WHERE id = ANY($1) ORDER BY seq FOR UPDATE")
+            .bind(ids)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
     rows.iter()
         .map(|r| row::decode(r).map(|op| (op.id, Edited::loaded(op))))
         .collect()
