@@ -9,6 +9,7 @@ pub mod batch;
 pub mod clock;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod handoff;
 pub mod keys;
 pub mod lifecycle;
 pub mod operation;

@@ -7,6 +7,9 @@ use time::{Duration, OffsetDateTime};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
+use std::sync::Arc;
+
+use crate::handoff::Handoffs;
 use crate::write::{self, Edit};
 use crate::{
     ApiKey, CancelOutcome, NewKey, NewOperation, Operation, OperationError, Resource, Status,
@@ -304,6 +307,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// A stream of changes made through this store (and, for shared databases, by other nodes).
     fn subscribe(&self) -> broadcast::Receiver<Change>;
+
+    /// Where idle claimers of this process offer to take operations as they are submitted
+    /// (see [`crate::handoff`]); `None` for a store that does not hand operations over.
+    fn handoffs(&self) -> Option<&Arc<Handoffs>> {
+        None
+    }
 
     /// Stores a new API key under `token`'s id and secret hash.
     async fn create_key(&self, key: NewKey, token: &Token) -> Result<ApiKey, StoreError>;

@@ -10,7 +10,9 @@ use uuid::Uuid;
 use crate::{ClaimQuery, Lease, Operation, Status, Store, StoreError};
 
 /// Claims work, waiting up to `wait` for some to become ready: woken by submits and retries
-/// made visible through [`Store::subscribe`], and by the earliest future `runAt`.
+/// made visible through [`Store::subscribe`], and by the earliest future `runAt`. While it
+/// waits, it offers to take operations as they are submitted (where the store hands them over,
+/// see [`crate::handoff`]).
 pub async fn claim_or_wait(
     store: &dyn Store,
     query: &ClaimQuery,
@@ -23,22 +25,43 @@ pub async fn claim_or_wait(
         if !leases.is_empty() || Instant::now() >= deadline {
             return Ok(leases);
         }
+        let mut offer = store.handoffs().map(|h| h.offer(query.clone()));
         let wake_at = match store.next_run_at(&query.filter).await? {
             Some(at) => deadline.min(instant_of(at)),
             None => deadline,
         };
-        // Wait for a change that may have made something ready, or for the next due runAt.
-        let _ = timeout_at(wake_at, async {
+        // Wait for operations handed over, for a change that may have made something ready,
+        // or for the next due runAt.
+        let handed = timeout_at(wake_at, async {
             loop {
-                match changes.recv().await {
-                    Ok(change) if change.status == Status::Pending => return,
-                    Ok(_) => continue,
-                    Err(RecvError::Lagged(_)) => return,
-                    Err(RecvError::Closed) => return sleep_until(wake_at).await,
+                tokio::select! {
+                    biased;
+                    answer = async { offer.as_mut().expect("checked").answer().await }, if offer.is_some() => {
+                        return answer;
+                    }
+                    change = changes.recv() => match change {
+                        Ok(change) if change.status == Status::Pending => return None,
+                        Ok(_) => continue,
+                        Err(RecvError::Lagged(_)) => return None,
+                        Err(RecvError::Closed) => {
+                            sleep_until(wake_at).await;
+                            return None;
+                        }
+                    },
                 }
             }
         })
-        .await;
+        .await
+        .ok()
+        .flatten();
+        let handed = match (handed, offer) {
+            (Some(leases), _) => leases,
+            (None, Some(offer)) => offer.withdraw().await.unwrap_or_default(),
+            (None, None) => vec![],
+        };
+        if !handed.is_empty() {
+            return Ok(handed);
+        }
     }
 }
 

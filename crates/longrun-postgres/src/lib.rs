@@ -31,6 +31,7 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use listener::change;
+use longrun_core::handoff::Handoffs;
 use longrun_core::write::{Edit, Write, Writer};
 use pool::{Conn, Pool};
 use row::{Edited, db};
@@ -78,6 +79,8 @@ pub struct PgStore {
     background: PgPool,
     writes: Writer,
     reads: reads::Reads,
+    /// Claimers of this process waiting for new operations (see `longrun_core::handoff`).
+    handoffs: Arc<Handoffs>,
     clock: Arc<dyn Clock>,
     changes: broadcast::Sender<Change>,
     /// Sends committed changes to this node's subscribers and to the other nodes.
@@ -134,8 +137,15 @@ impl PgStore {
             changes.clone(),
         ));
         let vacuum = Arc::new(vacuum::Vacuum::start(background.clone()));
+        let handoffs = Arc::new(Handoffs::default());
         Ok(Self {
-            writes: writer::spawn(pool.clone(), clock.clone(), announcer.clone()),
+            writes: writer::spawn(
+                pool.clone(),
+                clock.clone(),
+                announcer.clone(),
+                handoffs.clone(),
+            ),
+            handoffs,
             reads: reads::spawn(pool.clone()),
             pool,
             background,
@@ -433,6 +443,10 @@ impl Store for PgStore {
 
     fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.changes.subscribe()
+    }
+
+    fn handoffs(&self) -> Option<&Arc<Handoffs>> {
+        Some(&self.handoffs)
     }
 
     async fn create_key(&self, key: NewKey, token: &Token) -> Result<ApiKey, StoreError> {

@@ -97,7 +97,8 @@ impl Edited {
     }
 }
 
-/// Inserts new operations, and the `ready` entries of the pending ones, in one statement;
+/// Inserts new operations, and the `ready` entries of the pending ones and the `running`
+/// entries of those handed over to a claimer at once, in one statement;
 /// returns the `seq` of each one inserted, by id
 /// (an operation whose idempotency key is taken is not inserted).
 pub(crate) async fn insert(
@@ -132,19 +133,25 @@ pub(crate) async fn insert(
     let rows: Vec<(Uuid, i64)> = sqlx::query_as(
         "WITH new AS (
          INSERT INTO operations (id, name, queue, priority, status, run_at, parent_id, root_id,
-             customer, created_by, idempotency_key, idempotency_fingerprint, version, body)
+             customer, created_by, idempotency_key, idempotency_fingerprint, version, body,
+             lease_expires_at)
          SELECT id, name, queue, priority, status, run_at, parent_id, root_id, customer,
-             created_by, idempotency_key, idempotency_fingerprint, version, body
+             created_by, idempotency_key, idempotency_fingerprint, version, body,
+             lease_expires_at
          FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int[], $5::text[], $6::timestamptz[],
              $7::uuid[], $8::uuid[], $9::bigint[], $10::bigint[], $11::text[], $12::text[],
-             $13::bigint[], $14::text[])
+             $13::bigint[], $14::text[], $15::timestamptz[])
            AS new(id, name, queue, priority, status, run_at, parent_id, root_id, customer,
-             created_by, idempotency_key, idempotency_fingerprint, version, body)
+             created_by, idempotency_key, idempotency_fingerprint, version, body,
+             lease_expires_at)
          ON CONFLICT (customer, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-         RETURNING id, seq, priority, run_at, name, queue, status
+         RETURNING id, seq, priority, run_at, name, queue, status, lease_expires_at
          ), queued AS (
              INSERT INTO ready (seq, priority, run_at, name, queue)
              SELECT seq, priority, run_at, name, queue FROM new WHERE status = 'pending'
+         ), running AS (
+             INSERT INTO running (seq, lease_expires_at)
+             SELECT seq, lease_expires_at FROM new WHERE status = 'running'
          )
          SELECT id, seq FROM new",
     )
@@ -162,6 +169,11 @@ pub(crate) async fn insert(
     .bind(prints)
     .bind(versions)
     .bind(bodies)
+    .bind(
+        ops.iter()
+            .map(|(op, _)| op.lease_expires_at)
+            .collect::<Vec<_>>(),
+    )
     .fetch_all(conn)
     .await
     .map_err(db)?;

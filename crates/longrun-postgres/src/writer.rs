@@ -11,8 +11,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use longrun_core::batch::Batcher;
+use longrun_core::handoff::{Handoffs, Waiting};
 use longrun_core::write::{Write, Writer, all_failed};
-use longrun_core::{Change, Clock, Idempotency, Operation, StoreError, Submitted};
+use longrun_core::{Change, Clock, Idempotency, Lease, Operation, Status, StoreError, Submitted};
 use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -24,45 +25,115 @@ use crate::row::{self, Edited, db};
 /// Most writes in one transaction.
 const MAX_BATCH: usize = 512;
 
-/// Starts the writer on `pool`, announcing changes on `channel`.
-pub(crate) fn spawn(pool: Pool, clock: Arc<dyn Clock>, announcer: Arc<Announcer>) -> Writer {
+/// Starts the writer on `pool`, announcing changes on `channel` and handing new operations to
+/// the claimers waiting in `handoffs`.
+pub(crate) fn spawn(
+    pool: Pool,
+    clock: Arc<dyn Clock>,
+    announcer: Arc<Announcer>,
+    handoffs: Arc<Handoffs>,
+) -> Writer {
     Batcher::spawn(MAX_BATCH, move |writes| {
-        let (pool, clock, announcer) = (pool.clone(), clock.clone(), announcer.clone());
-        async move { write_batch(&pool, &announcer, clock.now(), writes).await }
+        let (pool, clock, announcer, handoffs) = (
+            pool.clone(),
+            clock.clone(),
+            announcer.clone(),
+            handoffs.clone(),
+        );
+        async move { write_batch(&pool, &announcer, &handoffs, clock.now(), writes).await }
     })
 }
 
 type Answer = Result<Submitted, StoreError>;
 
+/// What a batch does once committed.
+struct Written {
+    answers: Vec<Answer>,
+    changes: Vec<Change>,
+    grants: Vec<(Waiting, Vec<Lease>)>,
+}
+
 async fn write_batch(
     pool: &Pool,
     announcer: &Announcer,
+    handoffs: &Handoffs,
     now: OffsetDateTime,
     writes: Vec<Write>,
 ) -> Vec<Answer> {
     let count = writes.len();
     let outcome = async {
         let mut tx = pool.begin().await?;
-        let (answers, changes) = apply(&mut tx, now, writes).await?;
+        let written = apply(&mut tx, handoffs, now, writes).await?;
         tx.commit().await?;
-        Ok::<_, StoreError>((answers, changes))
+        Ok::<_, StoreError>(written)
     };
     match outcome.await {
-        Ok((answers, changes)) => {
-            announcer.announce(changes);
-            answers
+        Ok(written) => {
+            for (waiting, leases) in written.grants {
+                if waiting.grant(leases).is_err() {
+                    tracing::debug!("a claimer went away; what it was handed runs out its lease");
+                }
+            }
+            announcer.announce(written.changes);
+            written.answers
         }
         Err(e) => all_failed(count, &e),
     }
 }
 
-/// Applies the batch inside `tx`; returns the answers and the changes to announce once it
-/// commits. An `Err` is a database failure that voids the whole batch.
+/// A claimer the writer took, and the operations it started for it: their index among the
+/// batch's inserts and their lease ids.
+type Handed = (Waiting, Vec<(usize, Uuid)>);
+
+/// Starts new operations, in claim order, for the claimers waiting in `handoffs` that accept
+/// them (each up to what it asked for).
+fn hand_over(
+    handoffs: &Handoffs,
+    inserts: &mut [(usize, Operation, Option<Idempotency>)],
+    now: OffsetDateTime,
+) -> Result<Vec<Handed>, StoreError> {
+    let due = || {
+        inserts
+            .iter()
+            .map(|(_, op, _)| op)
+            .filter(|op| op.status == Status::Pending && op.run_at <= now)
+    };
+    let takers = handoffs.take_matching(due());
+    if takers.is_empty() {
+        return Ok(vec![]);
+    }
+    let mut order: Vec<usize> = (0..inserts.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(inserts[i].1.priority));
+    let mut handed = Vec::with_capacity(takers.len());
+    for taker in takers {
+        let mut started = vec![];
+        for &i in &order {
+            let op = &mut inserts[i].1;
+            if started.len() as u32 >= taker.query.max {
+                break;
+            }
+            if op.status == Status::Pending
+                && op.run_at <= now
+                && taker.query.filter.accepts(&op.name, &op.queue)
+            {
+                let lease_id = Uuid::now_v7();
+                op.start(lease_id, &taker.query.worker, taker.query.lease, now)?;
+                started.push((i, lease_id));
+            }
+        }
+        handed.push((taker, started));
+    }
+    Ok(handed)
+}
+
+/// Applies the batch inside `tx`; returns the answers, the changes to announce and the leases
+/// to hand over once it commits. An `Err` is a database failure that voids the whole batch.
 async fn apply(
     tx: &mut PgConnection,
+    handoffs: &Handoffs,
     now: OffsetDateTime,
     writes: Vec<Write>,
-) -> Result<(Vec<Answer>, Vec<Change>), StoreError> {
+) -> Result<Written, StoreError> {
     let edited: Vec<Uuid> = writes
         .iter()
         .filter_map(|w| {
@@ -120,11 +191,31 @@ async fn apply(
         });
     }
 
+    let handed = hand_over(handoffs, &mut inserts, now)?;
     let new_ops: Vec<(Operation, Option<Idempotency>)> = inserts
         .iter()
         .map(|(_, op, idem)| (op.clone(), idem.clone()))
         .collect();
     let seqs = row::insert(tx, &new_ops).await?;
+    // Only what was inserted is handed over (an operation whose idempotency key was taken is
+    // the earlier one's).
+    let grants = handed
+        .into_iter()
+        .map(|(taker, started)| {
+            let leases = started
+                .into_iter()
+                .filter_map(|(i, lease_id)| {
+                    let op = &inserts[i].1;
+                    seqs.get(&op.id).map(|&seq| Lease {
+                        lease_id,
+                        expires_at: now + taker.query.lease,
+                        operation: Operation { seq, ..op.clone() },
+                    })
+                })
+                .collect();
+            (taker, leases)
+        })
+        .collect();
     let mut announced = Vec::with_capacity(seqs.len() + dirty.len());
     for (i, mut op, idempotency) in inserts {
         answers[i] = Some(match (seqs.get(&op.id), idempotency) {
@@ -163,7 +254,11 @@ async fn apply(
         .into_iter()
         .map(|a| a.expect("every write is answered"))
         .collect();
-    Ok((answers, announced))
+    Ok(Written {
+        answers,
+        changes: announced,
+        grants,
+    })
 }
 
 /// Locks the rows of `ids` for this transaction, in `seq` order.

@@ -372,3 +372,69 @@ async fn changes_of_an_operation_are_hot_updates() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// A claimer of this node that waits for work is handed an operation in the transaction that
+/// inserts it: the submit already answers it running under that claimer's lease, and it never
+/// waited in `ready`.
+#[tokio::test]
+async fn a_waiting_claimer_is_handed_a_new_operation_in_its_submit() {
+    let factory = Postgres::new();
+    let store = Arc::new(factory.open(Arc::new(longrun_core::SystemClock)).await);
+    let pool = factory.pool().await;
+    let query = ClaimQuery {
+        worker: "waiting".into(),
+        filter: ClaimFilter {
+            names: vec!["handed".into()],
+            queues: vec![],
+        },
+        max: 4,
+        lease: Duration::seconds(30),
+    };
+    let claimer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            longrun_core::waiting::claim_or_wait(
+                store.as_ref(),
+                &query,
+                std::time::Duration::from_secs(10),
+            )
+            .await
+        })
+    };
+    // Let it find nothing and start waiting; an operation it does not take changes nothing.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let other = store
+        .submit(NewOperation::named("other"))
+        .await
+        .expect("submit");
+    assert_eq!(other.operation.status, longrun_core::Status::Pending);
+    let submitted = store
+        .submit(NewOperation::named("handed"))
+        .await
+        .expect("submit")
+        .operation;
+    let leases = tokio::time::timeout(std::time::Duration::from_secs(5), claimer)
+        .await
+        .expect("the claimer is answered")
+        .expect("no panic")
+        .expect("claim");
+    assert_eq!(leases.len(), 1);
+    let lease = &leases[0];
+    assert_eq!(lease.operation.id, submitted.id);
+    assert_eq!(submitted.status, longrun_core::Status::Running);
+    assert_eq!(submitted.worker.as_deref(), Some("waiting"));
+    assert_eq!(submitted.execution_id, Some(lease.lease_id));
+    let (ready, running): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM ready WHERE seq = $1),
+                (SELECT count(*) FROM running WHERE seq = $1)",
+    )
+    .bind(lease.operation.seq)
+    .fetch_one(&pool)
+    .await
+    .expect("side tables");
+    assert_eq!((ready, running), (0, 1));
+    store
+        .complete(submitted.id, lease.lease_id, Completion::default())
+        .await
+        .expect("the handed lease is current");
+}
