@@ -116,6 +116,7 @@ suite!($
     ping_answers,
     every_field_survives_storage,
     claim_or_wait_wakes_on_submit_and_release,
+    a_waiting_claimer_is_handed_a_new_operation_in_its_submit,
     wait_for_change_returns_on_change,
     keys_are_stored_without_their_secret_and_found_by_id,
     revoking_a_key_takes_effect_once,
@@ -2174,6 +2175,58 @@ async fn claim_or_wait_wakes_on_submit_and_release(
         leases.iter().map(|l| l.operation.id).collect::<Vec<_>>(),
         vec![op.id]
     );
+}
+
+/// A claimer of this process that waits for work is handed an operation it accepts in the
+/// transaction that stores it: the submit already answers it running under that claimer's
+/// lease; an operation it does not accept stays pending.
+async fn a_waiting_claimer_is_handed_a_new_operation_in_its_submit(
+    store: Arc<dyn Store>,
+    _clock: Arc<ManualClock>,
+) {
+    let query = ClaimQuery {
+        worker: "waiting".into(),
+        filter: ClaimFilter {
+            names: vec!["handed".into()],
+            queues: vec![],
+        },
+        max: 4,
+        lease: LEASE,
+    };
+    let other = submit_named(&*store, "other").await;
+    let claimer = {
+        let store = store.clone();
+        tokio::spawn(
+            async move { claim_or_wait(&*store, &query, StdDuration::from_secs(30)).await },
+        )
+    };
+    let handoffs = store
+        .handoffs()
+        .expect("the store hands operations over")
+        .clone();
+    let deadline = Instant::now() + PROMPT;
+    while handoffs.waiting_claimers() == 0 {
+        assert!(Instant::now() < deadline, "the claimer waits");
+        tokio::time::sleep(StdDuration::from_millis(10)).await;
+    }
+    let handed = submit_named(&*store, "handed").await;
+    let leases = tokio::time::timeout(PROMPT, claimer)
+        .await
+        .expect("the claimer is answered within 5 s")
+        .expect("claimer task")
+        .expect("claim_or_wait");
+    assert_eq!(leases.len(), 1);
+    let lease = &leases[0];
+    assert_eq!(lease.operation, handed);
+    assert_eq!(handed.status, Status::Running);
+    assert_eq!(handed.worker.as_deref(), Some("waiting"));
+    assert_eq!(handed.execution_id, Some(lease.lease_id));
+    assert_eq!(get(&*store, handed.id).await, handed, "stored as answered");
+    assert_eq!(get(&*store, other.id).await, other, "not for this claimer");
+    store
+        .complete(handed.id, lease.lease_id, Completion::default())
+        .await
+        .expect("the lease handed over is current");
 }
 
 async fn wait_for_change_returns_on_change(store: Arc<dyn Store>, _clock: Arc<ManualClock>) {

@@ -1,12 +1,13 @@
 //! Handing just-submitted operations straight to idle claimers.
 //!
 //! A claimer that found nothing ready offers to take what comes ([`Handoffs::offer`]); the
-//! store's writer, when it inserts new operations that are due and that an offer accepts,
-//! starts them for that claimer in the very transaction that inserts them
-//! ([`Handoffs::take_matching`], [`Waiting::grant`]). The job then starts one commit after its
-//! submit, instead of after the submit's commit, a notification and a claim transaction of its
-//! own. Only claimers of the same process are offered operations; the others learn of the
-//! submit as before, from the change notifications.
+//! store's writer, when it inserts a new operation that is due and that an offer accepts,
+//! starts it for that claimer before it inserts it, in the same transaction
+//! ([`Handoffs::handover`], [`Handover::assign`]), and hands the lease over once the
+//! transaction commits. The job then starts one commit after its submit, instead of after the
+//! submit's commit, a notification and a claim transaction of its own. Only claimers of the
+//! same process are offered operations; the others learn of the submit as before, from the
+//! change notifications.
 //!
 //! An offer is withdrawn when the claimer stops waiting. A writer that took it already is
 //! about to answer: [`Offer::withdraw`] then waits for that answer, so no lease is lost
@@ -17,9 +18,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use time::OffsetDateTime;
 use tokio::sync::oneshot;
+use uuid::Uuid;
 
-use crate::{ClaimQuery, Lease, Operation};
+use crate::{ClaimQuery, Lease, Operation, Status, TransitionError};
 
 /// The claimers of this process waiting for work.
 #[derive(Debug, Default)]
@@ -28,7 +31,7 @@ pub struct Handoffs {
     waiting: Mutex<Vec<Waiting>>,
 }
 
-/// A claimer waiting for work, as the writer takes it.
+/// A claimer waiting for work, as a writer takes it.
 #[derive(Debug)]
 pub struct Waiting {
     id: u64,
@@ -63,22 +66,26 @@ impl Handoffs {
         }
     }
 
-    /// Takes the offers that accept at least one of `ops` (by name and queue), oldest first.
-    /// Each must be answered with [`Waiting::grant`] (dropping it answers "nothing").
-    pub fn take_matching<'a>(
-        &self,
-        ops: impl Iterator<Item = &'a Operation> + Clone,
-    ) -> Vec<Waiting> {
-        let mut waiting = self.waiting();
-        if waiting.is_empty() {
-            return vec![];
+    /// How many claimers wait for work.
+    pub fn waiting_claimers(&self) -> usize {
+        self.waiting().len()
+    }
+
+    /// The hand-over of one write batch.
+    pub fn handover(&self) -> Handover<'_> {
+        Handover {
+            handoffs: self,
+            takers: vec![],
         }
-        let (taken, kept) = std::mem::take(&mut *waiting).into_iter().partition(|w| {
-            ops.clone()
-                .any(|op| w.query.filter.accepts(&op.name, &op.queue))
-        });
-        *waiting = kept;
-        taken
+    }
+
+    /// Takes the oldest offer that accepts `op`, if any.
+    fn take_for(&self, op: &Operation) -> Option<Waiting> {
+        let mut waiting = self.waiting();
+        let at = waiting
+            .iter()
+            .position(|w| w.query.filter.accepts(&op.name, &op.queue))?;
+        Some(waiting.remove(at))
     }
 
     /// Whether the offer `id` was still waiting (it is not any more).
@@ -94,6 +101,92 @@ impl Waiting {
     /// Hands `leases` (committed) to the claimer; gives them back when it went away.
     pub fn grant(self, leases: Vec<Lease>) -> Result<(), Vec<Lease>> {
         self.reply.send(leases)
+    }
+}
+
+/// The hand-over of one write batch: the offers it took and what it started for each.
+/// Dropped (the batch failed), it answers every claimer it took with nothing.
+#[derive(Debug)]
+pub struct Handover<'a> {
+    handoffs: &'a Handoffs,
+    takers: Vec<Taker>,
+}
+
+#[derive(Debug)]
+struct Taker {
+    waiting: Waiting,
+    /// Operations started for it, stored or not.
+    assigned: usize,
+    /// Those stored.
+    leases: Vec<Lease>,
+}
+
+/// An operation started for a claimer, to be recorded with [`Handover::stored`].
+#[derive(Debug, Clone, Copy)]
+pub struct Assigned {
+    taker: usize,
+    lease_id: Uuid,
+    expires_at: OffsetDateTime,
+}
+
+impl Handover<'_> {
+    /// Starts `op`, new and not stored yet, for a waiting claimer that accepts it (one this
+    /// batch took already while it has room, else the oldest offer), when it is pending and
+    /// due.
+    pub fn assign(
+        &mut self,
+        op: &mut Operation,
+        now: OffsetDateTime,
+    ) -> Result<Option<Assigned>, TransitionError> {
+        if op.status != Status::Pending || op.run_at > now {
+            return Ok(None);
+        }
+        let has_room = |t: &Taker| {
+            t.assigned < t.waiting.query.max as usize
+                && t.waiting.query.filter.accepts(&op.name, &op.queue)
+        };
+        let taker = match self.takers.iter().position(has_room) {
+            Some(taker) => taker,
+            None => match self.handoffs.take_for(op) {
+                Some(waiting) => {
+                    self.takers.push(Taker {
+                        waiting,
+                        assigned: 0,
+                        leases: vec![],
+                    });
+                    self.takers.len() - 1
+                }
+                None => return Ok(None),
+            },
+        };
+        let query = &self.takers[taker].waiting.query;
+        let lease_id = Uuid::now_v7();
+        op.start(lease_id, &query.worker, query.lease, now)?;
+        let expires_at = now + query.lease;
+        self.takers[taker].assigned += 1;
+        Ok(Some(Assigned {
+            taker,
+            lease_id,
+            expires_at,
+        }))
+    }
+
+    /// Records `op`, as stored (with its `seq`), for the claimer it was started for.
+    pub fn stored(&mut self, assigned: Assigned, op: &Operation) {
+        self.takers[assigned.taker].leases.push(Lease {
+            lease_id: assigned.lease_id,
+            expires_at: assigned.expires_at,
+            operation: op.clone(),
+        });
+    }
+
+    /// The claimers taken, each with the leases of what was stored for it; hand them over
+    /// with [`Waiting::grant`] once the batch committed.
+    pub fn finish(self) -> Vec<(Waiting, Vec<Lease>)> {
+        self.takers
+            .into_iter()
+            .map(|t| (t.waiting, t.leases))
+            .collect()
     }
 }
 
@@ -127,17 +220,16 @@ impl Drop for Offer {
 mod tests {
     use super::*;
     use crate::{ClaimFilter, NewOperation};
-    use time::{Duration, OffsetDateTime};
-    use uuid::Uuid;
+    use time::Duration;
 
-    fn query(names: &[&str]) -> ClaimQuery {
+    fn query(names: &[&str], max: u32) -> ClaimQuery {
         ClaimQuery {
             worker: "w".into(),
             filter: ClaimFilter {
                 names: names.iter().map(|n| (*n).to_owned()).collect(),
                 queues: vec![],
             },
-            max: 1,
+            max,
             lease: Duration::seconds(30),
         }
     }
@@ -146,44 +238,64 @@ mod tests {
         NewOperation::named(name).into_operation(Uuid::now_v7(), None, OffsetDateTime::now_utc())
     }
 
+    /// Runs a batch that stores `ops`, handing over what it can; returns each op's status.
+    fn batch(handoffs: &Handoffs, ops: &mut [Operation]) -> Vec<(Waiting, Vec<Lease>)> {
+        let now = OffsetDateTime::now_utc();
+        let mut handover = handoffs.handover();
+        for (seq, op) in ops.iter_mut().enumerate() {
+            let assigned = handover.assign(op, now).unwrap();
+            op.seq = seq as i64 + 1;
+            if let Some(assigned) = assigned {
+                handover.stored(assigned, op);
+            }
+        }
+        handover.finish()
+    }
+
     #[tokio::test]
-    async fn an_offer_is_taken_only_by_operations_it_accepts_and_gets_its_grant() {
+    async fn an_offer_takes_what_it_accepts_up_to_its_max_and_gets_it_once_granted() {
         let handoffs = Arc::new(Handoffs::default());
-        let mut offer = handoffs.offer(query(&["a"]));
-        assert!(handoffs.take_matching([op("b")].iter()).is_empty());
-        let taken = handoffs.take_matching([op("b"), op("a")].iter());
-        assert_eq!(taken.len(), 1);
-        let granted = op("a");
-        let lease = Lease {
-            lease_id: Uuid::now_v7(),
-            expires_at: OffsetDateTime::now_utc(),
-            operation: granted.clone(),
-        };
-        for waiting in taken {
-            waiting.grant(vec![lease.clone()]).unwrap();
+        let mut offer = handoffs.offer(query(&["a"], 2));
+        let mut ops = [op("b"), op("a"), op("a"), op("a")];
+        let grants = batch(&handoffs, &mut ops);
+        let statuses: Vec<Status> = ops.iter().map(|op| op.status).collect();
+        assert_eq!(
+            statuses,
+            [
+                Status::Pending,
+                Status::Running,
+                Status::Running,
+                Status::Pending
+            ]
+        );
+        assert_eq!(grants.len(), 1);
+        for (waiting, leases) in grants {
+            waiting.grant(leases).unwrap();
         }
         let leases = offer.answer().await.unwrap();
-        assert_eq!(leases[0].operation.id, granted.id);
+        let handed: Vec<Uuid> = leases.iter().map(|l| l.operation.id).collect();
+        assert_eq!(handed, [ops[1].id, ops[2].id]);
+        assert_eq!(leases[0].operation.seq, 2);
+        assert_eq!(ops[1].execution_id, Some(leases[0].lease_id));
         assert!(offer.withdraw().await.is_none(), "answered already");
     }
 
     #[tokio::test]
     async fn a_withdrawn_offer_is_not_taken_and_a_taken_one_waits_for_its_grant() {
         let handoffs = Arc::new(Handoffs::default());
-        let offer = handoffs.offer(query(&[]));
+        let offer = handoffs.offer(query(&[], 1));
         assert!(offer.withdraw().await.is_none());
-        assert!(handoffs.take_matching([op("x")].iter()).is_empty());
+        assert!(batch(&handoffs, &mut [op("x")]).is_empty());
 
-        let offer = handoffs.offer(query(&[]));
-        let taken = handoffs.take_matching([op("x")].iter());
+        let offer = handoffs.offer(query(&[], 1));
+        let grants = batch(&handoffs, &mut [op("x")]);
         let withdrawn = tokio::spawn(offer.withdraw());
-        for waiting in taken {
-            waiting.grant(vec![]).unwrap();
+        for (waiting, leases) in grants {
+            waiting.grant(leases).unwrap();
         }
-        assert_eq!(withdrawn.await.unwrap().map(|l| l.len()), Some(0));
+        assert_eq!(withdrawn.await.unwrap().map(|l| l.len()), Some(1));
 
-        let dropped = handoffs.offer(query(&[]));
-        drop(dropped);
-        assert!(handoffs.take_matching([op("x")].iter()).is_empty());
+        drop(handoffs.offer(query(&[], 1)));
+        assert!(batch(&handoffs, &mut [op("x")]).is_empty());
     }
 }

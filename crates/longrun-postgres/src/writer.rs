@@ -13,7 +13,7 @@ use std::sync::Arc;
 use longrun_core::batch::Batcher;
 use longrun_core::handoff::{Handoffs, Waiting};
 use longrun_core::write::{Write, Writer, all_failed};
-use longrun_core::{Change, Clock, Idempotency, Lease, Operation, Status, StoreError, Submitted};
+use longrun_core::{Change, Clock, Idempotency, Lease, Operation, StoreError, Submitted};
 use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -81,51 +81,6 @@ async fn write_batch(
     }
 }
 
-/// A claimer the writer took, and the operations it started for it: their index among the
-/// batch's inserts and their lease ids.
-type Handed = (Waiting, Vec<(usize, Uuid)>);
-
-/// Starts new operations, in claim order, for the claimers waiting in `handoffs` that accept
-/// them (each up to what it asked for).
-fn hand_over(
-    handoffs: &Handoffs,
-    inserts: &mut [(usize, Operation, Option<Idempotency>)],
-    now: OffsetDateTime,
-) -> Result<Vec<Handed>, StoreError> {
-    let due = || {
-        inserts
-            .iter()
-            .map(|(_, op, _)| op)
-            .filter(|op| op.status == Status::Pending && op.run_at <= now)
-    };
-    let takers = handoffs.take_matching(due());
-    if takers.is_empty() {
-        return Ok(vec![]);
-    }
-    let mut order: Vec<usize> = (0..inserts.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(inserts[i].1.priority));
-    let mut handed = Vec::with_capacity(takers.len());
-    for taker in takers {
-        let mut started = vec![];
-        for &i in &order {
-            let op = &mut inserts[i].1;
-            if started.len() as u32 >= taker.query.max {
-                break;
-            }
-            if op.status == Status::Pending
-                && op.run_at <= now
-                && taker.query.filter.accepts(&op.name, &op.queue)
-            {
-                let lease_id = Uuid::now_v7();
-                op.start(lease_id, &taker.query.worker, taker.query.lease, now)?;
-                started.push((i, lease_id));
-            }
-        }
-        handed.push((taker, started));
-    }
-    Ok(handed)
-}
-
 /// Applies the batch inside `tx`; returns the answers, the changes to announce and the leases
 /// to hand over once it commits. An `Err` is a database failure that voids the whole batch.
 async fn apply(
@@ -191,7 +146,16 @@ async fn apply(
         });
     }
 
-    let handed = hand_over(handoffs, &mut inserts, now)?;
+    // Due operations go to claimers of this node waiting for them, in claim order.
+    let mut handover = handoffs.handover();
+    let mut order: Vec<usize> = (0..inserts.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(inserts[i].1.priority));
+    let mut assigned = vec![];
+    for i in order {
+        if let Some(a) = handover.assign(&mut inserts[i].1, now)? {
+            assigned.push((i, a));
+        }
+    }
     let new_ops: Vec<(Operation, Option<Idempotency>)> = inserts
         .iter()
         .map(|(_, op, idem)| (op.clone(), idem.clone()))
@@ -199,23 +163,13 @@ async fn apply(
     let seqs = row::insert(tx, &new_ops).await?;
     // Only what was inserted is handed over (an operation whose idempotency key was taken is
     // the earlier one's).
-    let grants = handed
-        .into_iter()
-        .map(|(taker, started)| {
-            let leases = started
-                .into_iter()
-                .filter_map(|(i, lease_id)| {
-                    let op = &inserts[i].1;
-                    seqs.get(&op.id).map(|&seq| Lease {
-                        lease_id,
-                        expires_at: now + taker.query.lease,
-                        operation: Operation { seq, ..op.clone() },
-                    })
-                })
-                .collect();
-            (taker, leases)
-        })
-        .collect();
+    for (i, a) in assigned {
+        let op = &inserts[i].1;
+        if let Some(&seq) = seqs.get(&op.id) {
+            handover.stored(a, &Operation { seq, ..op.clone() });
+        }
+    }
+    let grants = handover.finish();
     let mut announced = Vec::with_capacity(seqs.len() + dirty.len());
     for (i, mut op, idempotency) in inserts {
         answers[i] = Some(match (seqs.get(&op.id), idempotency) {

@@ -31,6 +31,7 @@ use uuid::Uuid;
 
 use checkpoint::{Checkpointer, WalSize};
 use conn::{Readers, WriteConn};
+use longrun_core::handoff::Handoffs;
 use longrun_core::write::{Edit, Write, Writer};
 use row::{db, micros};
 use writer::announce;
@@ -52,6 +53,8 @@ pub struct SqliteStore {
     checkpointer: Arc<Checkpointer>,
     readers: Arc<Readers>,
     writes: Writer,
+    /// Claimers of this process waiting for new operations (see `longrun_core::handoff`).
+    handoffs: Arc<Handoffs>,
     clock: Arc<dyn Clock>,
     changes: broadcast::Sender<Change>,
 }
@@ -89,12 +92,19 @@ impl SqliteStore {
         };
         let checkpointer = Arc::new(Checkpointer::start(&path, durability, wal)?);
         let (changes, _) = broadcast::channel(4096);
-        let writes = writer::spawn(writer.clone(), clock.clone(), changes.clone());
+        let handoffs = Arc::new(Handoffs::default());
+        let writes = writer::spawn(
+            writer.clone(),
+            clock.clone(),
+            changes.clone(),
+            handoffs.clone(),
+        );
         Ok(Self {
             writer,
             checkpointer,
             readers: Arc::new(Readers::new(path, durability)),
             writes,
+            handoffs,
             clock,
             changes,
         })
@@ -305,6 +315,10 @@ impl Store for SqliteStore {
                 .and_then(|mut stmt| stmt.query_row([], |_| Ok(())))
                 .map_err(db)
         })
+    }
+
+    fn handoffs(&self) -> Option<&Arc<Handoffs>> {
+        Some(&self.handoffs)
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Change> {

@@ -6,8 +6,9 @@
 use std::sync::Arc;
 
 use longrun_core::batch::Batcher;
+use longrun_core::handoff::{Handoffs, Handover, Waiting};
 use longrun_core::write::{Edit, Write, Writer, all_failed};
-use longrun_core::{Change, Clock, NewOperation, Operation, StoreError, Submitted};
+use longrun_core::{Change, Clock, Lease, NewOperation, Operation, StoreError, Submitted};
 use rusqlite::{Connection, OptionalExtension};
 use time::OffsetDateTime;
 use tokio::sync::broadcast;
@@ -20,19 +21,33 @@ use crate::row::{self, db};
 const MAX_BATCH: usize = 512;
 
 /// Starts the writer on `conn`; every committed change is announced on `changes`.
+///
+/// New operations that claimers of this process wait for are started for them in the
+/// transaction that inserts them (see `longrun_core::handoff`).
 pub(crate) fn spawn(
     conn: WriteConn,
     clock: Arc<dyn Clock>,
     changes: broadcast::Sender<Change>,
+    handoffs: Arc<Handoffs>,
 ) -> Writer {
     Batcher::spawn(MAX_BATCH, move |writes| {
-        let (conn, clock, changes) = (conn.clone(), clock.clone(), changes.clone());
+        let (conn, clock, changes, handoffs) = (
+            conn.clone(),
+            clock.clone(),
+            changes.clone(),
+            handoffs.clone(),
+        );
         async move {
             let count = writes.len();
-            let results = conn
-                .run(move |conn| Ok(write_batch(conn, &*clock, writes)))
+            let (results, grants) = conn
+                .run(move |conn| Ok(write_batch(conn, &*clock, &handoffs, writes)))
                 .await
-                .unwrap_or_else(|e| all_failed(count, &e));
+                .unwrap_or_else(|e| (all_failed(count, &e), vec![]));
+            for (waiting, leases) in grants {
+                if waiting.grant(leases).is_err() {
+                    tracing::debug!("a claimer went away; what it was handed runs out its lease");
+                }
+            }
             for written in results.iter().flatten() {
                 announce(&changes, &written.operation);
             }
@@ -50,38 +65,47 @@ pub(crate) fn announce(changes: &broadcast::Sender<Change>, op: &Operation) {
     });
 }
 
+/// The answers to a batch, and the leases to hand over once it is committed.
+type Written = (
+    Vec<Result<Submitted, StoreError>>,
+    Vec<(Waiting, Vec<Lease>)>,
+);
+
 fn write_batch(
     conn: &mut Connection,
     clock: &dyn Clock,
+    handoffs: &Handoffs,
     writes: Vec<Write>,
-) -> Vec<Result<Submitted, StoreError>> {
+) -> Written {
     let count = writes.len();
     let tx = match begin(conn) {
         Ok(tx) => tx,
-        Err(e) => return all_failed(count, &e),
+        Err(e) => return (all_failed(count, &e), vec![]),
     };
+    let mut handover = handoffs.handover();
     let mut results = Vec::with_capacity(count);
     for write in writes {
         let now = clock.now();
         let result = match write {
-            Write::Submit(new) => submit(&tx, *new, now),
+            Write::Submit(new) => submit(&tx, *new, &mut handover, now),
             Write::Edit(id, edit) => change(&tx, id, edit, now),
         };
         // A database failure may have left the transaction unusable: give up on the batch.
         if let Err(e @ StoreError::Database(_)) = &result {
-            return all_failed(count, e);
+            return (all_failed(count, e), vec![]);
         }
         results.push(result);
     }
     match tx.commit() {
-        Ok(()) => results,
-        Err(e) => all_failed(count, &e),
+        Ok(()) => (results, handover.finish()),
+        Err(e) => (all_failed(count, &e), vec![]),
     }
 }
 
 fn submit(
     conn: &Connection,
     new: NewOperation,
+    handover: &mut Handover<'_>,
     now: OffsetDateTime,
 ) -> Result<Submitted, StoreError> {
     if let Some(idem) = &new.idempotency {
@@ -119,7 +143,11 @@ fn submit(
     };
     let idempotency = new.idempotency.clone();
     let mut op = new.into_operation(Uuid::now_v7(), root_id, now);
+    let handed = handover.assign(&mut op, now)?;
     op.seq = row::insert(conn, &op, idempotency.as_ref())?;
+    if let Some(handed) = handed {
+        handover.stored(handed, &op);
+    }
     Ok(Submitted {
         operation: op,
         created: true,
