@@ -101,20 +101,12 @@ impl Pool {
         Ok(conn)
     }
 
-    /// The row `statement` reads, if any.
+    /// The first row `statement` reads, if any (for statements that read one row at most).
     pub(crate) async fn fetch_optional<'q>(
         &self,
         statement: impl Fn() -> Read<'q>,
     ) -> Result<Option<PgRow>, StoreError> {
-        let mut conn = self.acquire().await?;
-        match statement().fetch_optional(&mut *conn).await {
-            Err(e) if lost(&e) => {
-                self.discard(conn);
-                let mut conn = self.acquire().await?;
-                statement().fetch_optional(&mut *conn).await.map_err(db)
-            }
-            other => other.map_err(db),
-        }
+        Ok(self.fetch_all(statement).await?.into_iter().next())
     }
 
     /// The rows `statement` reads.
@@ -174,18 +166,17 @@ pub(crate) struct Conn {
 
 impl Conn {
     /// Commits the transaction [`Pool::begin`] opened.
-    pub(crate) async fn commit(mut self) -> Result<(), StoreError> {
-        sqlx::raw_sql("COMMIT")
-            .execute(&mut *self)
-            .await
-            .map_err(db)?;
-        self.in_transaction = false;
-        Ok(())
+    pub(crate) async fn commit(self) -> Result<(), StoreError> {
+        self.end("COMMIT").await
     }
 
     /// Rolls the transaction back now.
-    pub(crate) async fn rollback(mut self) -> Result<(), StoreError> {
-        sqlx::raw_sql("ROLLBACK")
+    pub(crate) async fn rollback(self) -> Result<(), StoreError> {
+        self.end("ROLLBACK").await
+    }
+
+    async fn end(mut self, statement: &'static str) -> Result<(), StoreError> {
+        sqlx::raw_sql(statement)
             .execute(&mut *self)
             .await
             .map_err(db)?;
