@@ -19,6 +19,24 @@ impl<Req, Resp> std::fmt::Debug for Batcher<Req, Resp> {
     }
 }
 
+/// A [`Batcher`] that may be gone: see [`Batcher::downgrade`].
+pub struct WeakBatcher<Req, Resp> {
+    queue: mpsc::WeakUnboundedSender<(Req, oneshot::Sender<Resp>)>,
+}
+
+impl<Req, Resp> WeakBatcher<Req, Resp> {
+    /// The batcher, while its task runs.
+    pub fn upgrade(&self) -> Option<Batcher<Req, Resp>> {
+        self.queue.upgrade().map(|queue| Batcher { queue })
+    }
+}
+
+impl<Req, Resp> std::fmt::Debug for WeakBatcher<Req, Resp> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WeakBatcher").finish_non_exhaustive()
+    }
+}
+
 impl<Req, Resp> Clone for Batcher<Req, Resp> {
     fn clone(&self) -> Self {
         Self {
@@ -49,6 +67,13 @@ impl<Req: Send + 'static, Resp: Send + 'static> Batcher<Req, Resp> {
             }
         });
         Self { queue }
+    }
+
+    /// A handle that does not keep the task alive (for the task's own use).
+    pub fn downgrade(&self) -> WeakBatcher<Req, Resp> {
+        WeakBatcher {
+            queue: self.queue.downgrade(),
+        }
     }
 
     /// Queues `request` and waits for its answer.

@@ -22,6 +22,7 @@ use time::OffsetDateTime;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use crate::write::{self, WeakWriter, Write};
 use crate::{ClaimQuery, Lease, Operation, Status, TransitionError};
 
 /// The claimers of this process waiting for work.
@@ -101,6 +102,29 @@ impl Waiting {
     /// Hands `leases` (committed) to the claimer; gives them back when it went away.
     pub fn grant(self, leases: Vec<Lease>) -> Result<(), Vec<Lease>> {
         self.reply.send(leases)
+    }
+}
+
+/// Once a batch committed: hands each claimer it took what was started for it. What a claimer
+/// that went away meanwhile (its request cancelled) was handed goes back to `pending` through
+/// `writer`, as a release (not counted as a retry), instead of waiting for its lease to run
+/// out.
+pub fn grant_all(grants: Vec<(Waiting, Vec<Lease>)>, writer: Option<&WeakWriter>) {
+    for (waiting, leases) in grants {
+        let Err(leases) = waiting.grant(leases) else {
+            continue;
+        };
+        let Some(writer) = writer.and_then(WeakWriter::upgrade) else {
+            continue;
+        };
+        for lease in leases {
+            let writer = writer.clone();
+            let (id, lease_id) = (lease.operation.id, lease.lease_id);
+            // Should the release fail too, the lease runs out and the operation is retried.
+            tokio::spawn(async move {
+                let _ = writer.call(Write::Edit(id, write::release(lease_id))).await;
+            });
+        }
     }
 }
 
@@ -278,6 +302,50 @@ mod tests {
         assert_eq!(leases[0].operation.seq, 2);
         assert_eq!(ops[1].execution_id, Some(leases[0].lease_id));
         assert!(offer.withdraw().await.is_none(), "answered already");
+    }
+
+    #[tokio::test]
+    async fn what_a_claimer_gone_meanwhile_was_handed_is_released() {
+        use crate::batch::Batcher;
+        use crate::{StoreError, Submitted};
+        let handoffs = Arc::new(Handoffs::default());
+        let offer = handoffs.offer(query(&[], 1));
+        let mut ops = [op("x")];
+        let now = OffsetDateTime::now_utc();
+        let mut handover = handoffs.handover();
+        let assigned = handover.assign(&mut ops[0], now).unwrap().unwrap();
+        handover.stored(assigned, &ops[0]);
+        drop(offer);
+        // A writer that applies what it is asked to the operation handed over.
+        let (released, mut seen) = tokio::sync::mpsc::unbounded_channel();
+        let handed = ops[0].clone();
+        let writer = Batcher::spawn(8, move |writes: Vec<Write>| {
+            let (released, handed) = (released.clone(), handed.clone());
+            async move {
+                writes
+                    .into_iter()
+                    .map(|write| {
+                        let Write::Edit(id, edit) = write else {
+                            panic!("only releases are written")
+                        };
+                        let mut op = handed.clone();
+                        assert_eq!(id, op.id);
+                        edit(&mut op, OffsetDateTime::now_utc()).map_err(StoreError::from)?;
+                        let _ = released.send(op.clone());
+                        Ok(Submitted {
+                            operation: op,
+                            created: false,
+                        })
+                    })
+                    .collect::<Vec<Result<Submitted, StoreError>>>()
+            }
+        });
+        grant_all(handover.finish(), Some(&writer.downgrade()));
+        let op = tokio::time::timeout(std::time::Duration::from_secs(5), seen.recv())
+            .await
+            .expect("a release is written")
+            .expect("an operation");
+        assert_eq!((op.status, op.retries), (Status::Pending, 0));
     }
 
     #[tokio::test]

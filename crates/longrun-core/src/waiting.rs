@@ -25,11 +25,13 @@ pub async fn claim_or_wait(
         if !leases.is_empty() || Instant::now() >= deadline {
             return Ok(leases);
         }
-        let mut offer = store.handoffs().map(|h| h.offer(query.clone()));
         let wake_at = match store.next_run_at(&query.filter).await? {
             Some(at) => deadline.min(instant_of(at)),
             None => deadline,
         };
+        // Offered only now (a failed look above would drop it); what is submitted meanwhile
+        // wakes the wait below instead.
+        let mut offer = store.handoffs().map(|h| h.offer(query.clone()));
         // Wait for operations handed over, for a change that may have made something ready,
         // or for the next due runAt.
         let handed = timeout_at(wake_at, async {

@@ -24,6 +24,9 @@ pub enum Write {
 /// A writer's queue; answers with the operation as written (and whether a submit created it).
 pub type Writer = Batcher<Write, Result<Submitted, StoreError>>;
 
+/// A writer's queue as its own task holds it (see [`Batcher::downgrade`]).
+pub type WeakWriter = crate::batch::WeakBatcher<Write, Result<Submitted, StoreError>>;
+
 /// The answer to each of the `count` writes of a batch that could not be committed.
 pub fn all_failed(count: usize, e: &dyn std::fmt::Display) -> Vec<Result<Submitted, StoreError>> {
     (0..count)

@@ -175,11 +175,11 @@ impl PgStore {
 /// and that no one else holds, joined to their operations, which are skipped too when locked
 /// (a writer is changing one: cancelling it, say).
 ///
-/// No deadlock: writers (the group-commit batch, `expire_leases`) lock `operations` rows
-/// first (the batch in `seq` order) and only then touch those operations' `ready` entries
-/// (`delete` and `prune` touch none: a finished operation has no entry); a claimer never
-/// waits on any lock (`SKIP LOCKED` on both tables, then it changes only rows it holds), so
-/// no cycle of waits can form. Each ready operation goes to one claimer: a claimer holds its
+/// No deadlock: writers (the group-commit batch, `expire_leases`, `delete`, `prune`) lock
+/// `operations` rows first (the batch in `seq` order) and only then touch those operations'
+/// side-table entries (`ready`, `running`, `finished`); a claimer never waits on any lock
+/// (`SKIP LOCKED` on both tables, then it changes only rows it holds), so no cycle of waits
+/// can form. Each ready operation goes to one claimer: a claimer holds its
 /// entry and its row until it commits the operation running and the entry deleted, and
 /// whoever looks later finds the entry gone.
 ///
@@ -253,8 +253,12 @@ fn list_sql(status: Option<Status>) -> &'static str {
     }
 }
 
+/// Running operations whose lease ran out. The conditions on `o` are checked again on the row
+/// as locked (a heartbeat or a completion may have committed since the statement began; the
+/// `running` row read with it may be the one from before).
 const EXPIRED: &str = "SELECT o.seq, o.body FROM running r JOIN operations o ON o.seq = r.seq
      WHERE r.lease_expires_at <= $1
+       AND o.status = 'running' AND o.lease_expires_at <= $1
      FOR UPDATE OF o SKIP LOCKED";
 
 /// How a deletion is announced: one version past the last (so a waiter on the last version
@@ -399,8 +403,10 @@ impl Store for PgStore {
         let mut expired = Vec::with_capacity(rows.len());
         for r in &rows {
             let mut edited = Edited::loaded(row::decode(r)?);
-            edited.op.expire_lease(now)?;
-            expired.push(edited);
+            // Not expired after all (it changed as it was being read): nothing to do.
+            if edited.op.expire_lease(now).is_ok() {
+                expired.push(edited);
+            }
         }
         row::save(&mut tx, &expired).await?;
         tx.commit().await?;
@@ -412,9 +418,16 @@ impl Store for PgStore {
     async fn prune(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
         let mut tx = self.begin().await?;
         let gone: Vec<(Uuid, i64, String)> = sqlx::query_as(
-            "WITH finished AS (DELETE FROM finished WHERE completed_at < $1 RETURNING seq)
-             DELETE FROM operations WHERE seq IN (SELECT seq FROM finished)
-             RETURNING id, version, status",
+            // `operations` rows first, then their `finished` entries, as `delete` does: no
+            // deadlock between the two.
+            "WITH gone AS (
+                 DELETE FROM operations
+                 WHERE seq IN (SELECT seq FROM finished WHERE completed_at < $1)
+                 RETURNING seq, id, version, status
+             ), unfinished AS (
+                 DELETE FROM finished WHERE seq IN (SELECT seq FROM gone)
+             )
+             SELECT id, version, status FROM gone",
         )
         .bind(before)
         .fetch_all(&mut *tx)
@@ -451,14 +464,16 @@ impl Store for PgStore {
 
     async fn create_key(&self, key: NewKey, token: &Token) -> Result<ApiKey, StoreError> {
         let key = key.into_key(token, self.clock.now());
-        let mut conn = self.pool.acquire().await?;
-        sqlx::query("INSERT INTO api_keys (id, secret_hash, body) VALUES ($1, $2, $3::json)")
-            .bind(key.id)
-            .bind(token.secret_hash())
-            .bind(serde_json::to_string(&key).map_err(db)?)
-            .execute(&mut *conn)
-            .await
-            .map_err(db)?;
+        self.pool
+            .execute(
+                sqlx::query(
+                    "INSERT INTO api_keys (id, secret_hash, body) VALUES ($1, $2, $3::json)",
+                )
+                .bind(key.id)
+                .bind(token.secret_hash())
+                .bind(serde_json::to_string(&key).map_err(db)?),
+            )
+            .await?;
         Ok(key)
     }
 

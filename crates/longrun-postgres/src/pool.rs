@@ -51,25 +51,24 @@ impl Pool {
 
     /// A connection as it was left: the most recently used idle one, else a new one.
     pub(crate) async fn acquire(&self) -> Result<Conn, StoreError> {
-        let permit = tokio::time::timeout(
-            self.0.acquire_timeout,
-            self.0.permits.clone().acquire_owned(),
-        )
-        .await
-        .map_err(|_| {
+        let deadline = tokio::time::Instant::now() + self.0.acquire_timeout;
+        let timed_out = || {
             db(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
-                format!(
-                    "no database connection was free within {:?}",
-                    self.0.acquire_timeout
-                ),
+                format!("no database connection within {:?}", self.0.acquire_timeout),
             ))
-        })?
-        .map_err(|_| db(sqlx::Error::PoolClosed))?;
+        };
+        let permit = tokio::time::timeout_at(deadline, self.0.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(|_| db(sqlx::Error::PoolClosed))?;
         let idle = self.0.idle.lock().expect("pool lock").pop();
         let conn = match idle {
             Some(conn) => conn,
-            None => self.0.connect.connect().await.map_err(db)?,
+            None => tokio::time::timeout_at(deadline, self.0.connect.connect())
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(db)?,
         };
         Ok(Conn {
             conn: Some(conn),
@@ -88,16 +87,20 @@ impl Pool {
     /// [`Pool::begin`] with `begin`, statements that open a transaction and set it up, sent in
     /// one round trip.
     pub(crate) async fn begin_with(&self, begin: &'static str) -> Result<Conn, StoreError> {
+        // In a transaction from the moment `BEGIN` may reach the server: should the caller go
+        // away before the answer, the connection is rolled back before it is used again.
         let mut conn = self.acquire().await?;
+        conn.in_transaction = true;
         if let Err(e) = sqlx::raw_sql(begin).execute(&mut *conn).await {
             if !lost(&e) {
                 return Err(db(e));
             }
             self.discard(conn);
             conn = self.acquire().await?;
-            sqlx::raw_sql(begin).execute(&mut *conn).await.map_err(db)?;
+            conn.in_transaction = true;
+            let begun = sqlx::raw_sql(begin).execute(&mut *conn).await;
+            self.checked(&mut conn, begun)?;
         }
-        conn.in_transaction = true;
         Ok(conn)
     }
 
@@ -119,10 +122,30 @@ impl Pool {
             Err(e) if lost(&e) => {
                 self.discard(conn);
                 let mut conn = self.acquire().await?;
-                statement().fetch_all(&mut *conn).await.map_err(db)
+                let rows = statement().fetch_all(&mut *conn).await;
+                self.checked(&mut conn, rows)
             }
             other => other.map_err(db),
         }
+    }
+
+    /// Runs one statement in a transaction of its own (not run again: it may have committed).
+    pub(crate) async fn execute(&self, statement: Read<'_>) -> Result<(), StoreError> {
+        let mut conn = self.acquire().await?;
+        let done = statement.execute(&mut *conn).await;
+        self.checked(&mut conn, done).map(drop)
+    }
+
+    /// `result` of a statement on `conn`; a connection it shows lost is not given back, and
+    /// the idle ones go with it.
+    fn checked<T>(&self, conn: &mut Conn, result: Result<T, sqlx::Error>) -> Result<T, StoreError> {
+        if let Err(e) = &result
+            && lost(e)
+        {
+            conn.conn = None;
+            self.0.idle.lock().expect("pool lock").clear();
+        }
+        result.map_err(db)
     }
 
     /// Drops a lost connection, and every idle one with it.

@@ -8,11 +8,11 @@
 //! a claimer may hold for a moment: claimers never wait on a lock, see `CLAIMABLE`).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use longrun_core::batch::Batcher;
-use longrun_core::handoff::{Handoffs, Waiting};
-use longrun_core::write::{Write, Writer, all_failed};
+use longrun_core::handoff::{Handoffs, Waiting, grant_all};
+use longrun_core::write::{WeakWriter, Write, Writer, all_failed};
 use longrun_core::{Change, Clock, Idempotency, Lease, Operation, StoreError, Submitted};
 use sqlx::PgConnection;
 use time::OffsetDateTime;
@@ -33,15 +33,27 @@ pub(crate) fn spawn(
     announcer: Arc<Announcer>,
     handoffs: Arc<Handoffs>,
 ) -> Writer {
-    Batcher::spawn(MAX_BATCH, move |writes| {
-        let (pool, clock, announcer, handoffs) = (
-            pool.clone(),
-            clock.clone(),
-            announcer.clone(),
-            handoffs.clone(),
-        );
-        async move { write_batch(&pool, &announcer, &handoffs, clock.now(), writes).await }
-    })
+    let itself = Arc::new(OnceLock::<WeakWriter>::new());
+    let writer = {
+        let itself = itself.clone();
+        Batcher::spawn(MAX_BATCH, move |writes| {
+            let (pool, clock, announcer, handoffs, itself) = (
+                pool.clone(),
+                clock.clone(),
+                announcer.clone(),
+                handoffs.clone(),
+                itself.clone(),
+            );
+            async move {
+                let (answers, grants) =
+                    write_batch(&pool, &announcer, &handoffs, clock.now(), writes).await;
+                grant_all(grants, itself.get());
+                answers
+            }
+        })
+    };
+    let _ = itself.set(writer.downgrade());
+    writer
 }
 
 type Answer = Result<Submitted, StoreError>;
@@ -53,13 +65,15 @@ struct Written {
     grants: Vec<(Waiting, Vec<Lease>)>,
 }
 
+/// Writes a batch; returns the answers and, once it committed, what to hand to the claimers
+/// it took.
 async fn write_batch(
     pool: &Pool,
     announcer: &Announcer,
     handoffs: &Handoffs,
     now: OffsetDateTime,
     writes: Vec<Write>,
-) -> Vec<Answer> {
+) -> (Vec<Answer>, Vec<(Waiting, Vec<Lease>)>) {
     let count = writes.len();
     let outcome = async {
         let mut tx = pool.begin().await?;
@@ -69,15 +83,10 @@ async fn write_batch(
     };
     match outcome.await {
         Ok(written) => {
-            for (waiting, leases) in written.grants {
-                if waiting.grant(leases).is_err() {
-                    tracing::debug!("a claimer went away; what it was handed runs out its lease");
-                }
-            }
             announcer.announce(written.changes);
-            written.answers
+            (written.answers, written.grants)
         }
-        Err(e) => all_failed(count, &e),
+        Err(e) => (all_failed(count, &e), vec![]),
     }
 }
 

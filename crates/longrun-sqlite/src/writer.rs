@@ -3,11 +3,11 @@
 //! concurrent writers share one commit, and SQLite never sees two writers race. The whole
 //! batch runs synchronously on the writer connection in one `spawn_blocking`.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use longrun_core::batch::Batcher;
-use longrun_core::handoff::{Handoffs, Handover, Waiting};
-use longrun_core::write::{Edit, Write, Writer, all_failed};
+use longrun_core::handoff::{Handoffs, Handover, Waiting, grant_all};
+use longrun_core::write::{Edit, WeakWriter, Write, Writer, all_failed};
 use longrun_core::{Change, Clock, Lease, NewOperation, Operation, StoreError, Submitted};
 use rusqlite::{Connection, OptionalExtension};
 use time::OffsetDateTime;
@@ -30,30 +30,33 @@ pub(crate) fn spawn(
     changes: broadcast::Sender<Change>,
     handoffs: Arc<Handoffs>,
 ) -> Writer {
-    Batcher::spawn(MAX_BATCH, move |writes| {
-        let (conn, clock, changes, handoffs) = (
-            conn.clone(),
-            clock.clone(),
-            changes.clone(),
-            handoffs.clone(),
-        );
-        async move {
-            let count = writes.len();
-            let (results, grants) = conn
-                .run(move |conn| Ok(write_batch(conn, &*clock, &handoffs, writes)))
-                .await
-                .unwrap_or_else(|e| (all_failed(count, &e), vec![]));
-            for (waiting, leases) in grants {
-                if waiting.grant(leases).is_err() {
-                    tracing::debug!("a claimer went away; what it was handed runs out its lease");
+    let itself = Arc::new(OnceLock::<WeakWriter>::new());
+    let writer = {
+        let itself = itself.clone();
+        Batcher::spawn(MAX_BATCH, move |writes| {
+            let (conn, clock, changes, handoffs, itself) = (
+                conn.clone(),
+                clock.clone(),
+                changes.clone(),
+                handoffs.clone(),
+                itself.clone(),
+            );
+            async move {
+                let count = writes.len();
+                let (results, grants) = conn
+                    .run(move |conn| Ok(write_batch(conn, &*clock, &handoffs, writes)))
+                    .await
+                    .unwrap_or_else(|e| (all_failed(count, &e), vec![]));
+                for written in results.iter().flatten() {
+                    announce(&changes, &written.operation);
                 }
+                grant_all(grants, itself.get());
+                results
             }
-            for written in results.iter().flatten() {
-                announce(&changes, &written.operation);
-            }
-            results
-        }
-    })
+        })
+    };
+    let _ = itself.set(writer.downgrade());
+    writer
 }
 
 /// Tells everyone waiting on the store about a committed change (no receivers is fine).

@@ -157,7 +157,6 @@ impl Worker {
     /// (at most `concurrency` attempts report at once).
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let options = self.options.clone();
-        let capacity = options.concurrency + options.prefetch;
         let stop = CancellationToken::new();
         let slots = Slots::default();
         // Attempts: handlers running, and attempts whose handler has ended reporting.
@@ -178,7 +177,12 @@ impl Worker {
                 running.spawn(self.execution(grant, slots.take(), &stop).run());
             }
             let idle = slots.taken() == 0 && held.is_empty();
-            let free = capacity - slots.taken() - held.len();
+            // Places a claimed operation could start in soon: free slots, fewer while reports
+            // pile up (an attempt starts only while fewer than twice `concurrency` are in
+            // flight), plus the prefetch, less what is held already.
+            let startable = (options.concurrency - slots.taken())
+                .min((2 * options.concurrency).saturating_sub(running.len()));
+            let free = (startable + options.prefetch).saturating_sub(held.len());
             // Claim in batches: one claim (one transaction) per freed slot would cost more than
             // short handlers themselves.
             if claim.is_none() && free > 0 && (idle || free >= options.claim_batch()) {
