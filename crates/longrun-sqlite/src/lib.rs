@@ -4,7 +4,7 @@
 //! so claims are race-free without `SKIP LOCKED` and other processes opening the same file
 //! queue behind the lock instead of failing. Submits and changes to one operation are batched
 //! into shared transactions (see `writer`); claims, deletes and maintenance take the connection
-//! for a transaction of their own. Either way a transaction runs whole on a blocking thread.
+//! for a transaction of their own. Either way a transaction runs whole on the writer's thread.
 //! Reads use separate read-only connections, which WAL lets run alongside the writer, inline on
 //! the calling task (see `conn` for why). WAL checkpoints run on a thread of their own (see
 //! `checkpoint`). `synchronous=NORMAL` by default: a committed write

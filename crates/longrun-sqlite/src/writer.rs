@@ -1,7 +1,7 @@
 //! The single writer. Every submit and every change to one operation is queued to one task,
 //! which writes everything that queued up meanwhile in one `BEGIN IMMEDIATE` transaction: many
 //! concurrent writers share one commit, and SQLite never sees two writers race. The whole
-//! batch runs synchronously on the writer connection in one `spawn_blocking`.
+//! batch runs synchronously as one job of the writer thread (see `conn`).
 
 use std::sync::{Arc, OnceLock};
 
