@@ -15,15 +15,17 @@
 //! cancelled) leaves what it was granted to run out its lease and be retried, as a claim
 //! answered after its caller went away always has.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use crate::write::{self, WeakWriter, Write};
-use crate::{ClaimQuery, Lease, Operation, Status, TransitionError};
+use crate::batch::Batcher;
+use crate::write::{self, WeakWriter, Write, Writer};
+use crate::{ClaimQuery, Lease, Operation, Status, StoreError, Submitted, TransitionError};
 
 /// The claimers of this process waiting for work.
 #[derive(Debug, Default)]
@@ -105,11 +107,38 @@ impl Waiting {
     }
 }
 
-/// Once a batch committed: hands each claimer it took what was started for it. What a claimer
-/// that went away meanwhile (its request cancelled) was handed goes back to `pending` through
-/// `writer`, as a release (not counted as a retry), instead of waiting for its lease to run
-/// out.
-pub fn grant_all(grants: Vec<(Waiting, Vec<Lease>)>, writer: Option<&WeakWriter>) {
+/// A claimer a batch took, and the leases of what it started for it.
+pub type Grant = (Waiting, Vec<Lease>);
+
+/// Spawns a store's writer (see [`Batcher::spawn`]) that hands new operations over:
+/// `process` writes a batch and returns its answers and, once it committed, the [`Grant`]s of
+/// its [`Handover`]. Each claimer gets its leases then; what a claimer that went away meanwhile
+/// (its request cancelled) was handed goes back to `pending` through the writer itself, as a
+/// release (not counted as a retry), instead of waiting for its lease to run out.
+pub fn spawn_writer<F, Fut>(max_batch: usize, mut process: F) -> Writer
+where
+    F: FnMut(Vec<Write>) -> Fut + Send + 'static,
+    Fut: Future<Output = (Vec<Result<Submitted, StoreError>>, Vec<Grant>)> + Send + 'static,
+{
+    // The writer's own handle, weak so that it does not keep its task alive.
+    let itself = Arc::new(OnceLock::<WeakWriter>::new());
+    let writer = {
+        let itself = itself.clone();
+        Batcher::spawn(max_batch, move |writes| {
+            let (batch, itself) = (process(writes), itself.clone());
+            async move {
+                let (answers, grants) = batch.await;
+                grant_all(grants, itself.get());
+                answers
+            }
+        })
+    };
+    let _ = itself.set(writer.downgrade());
+    writer
+}
+
+/// Hands each claimer its leases, releasing through `writer` those of claimers gone.
+fn grant_all(grants: Vec<Grant>, writer: Option<&WeakWriter>) {
     for (waiting, leases) in grants {
         let Err(leases) = waiting.grant(leases) else {
             continue;
@@ -206,7 +235,7 @@ impl Handover<'_> {
 
     /// The claimers taken, each with the leases of what was stored for it; hand them over
     /// with [`Waiting::grant`] once the batch committed.
-    pub fn finish(self) -> Vec<(Waiting, Vec<Lease>)> {
+    pub fn finish(self) -> Vec<Grant> {
         self.takers
             .into_iter()
             .map(|t| (t.waiting, t.leases))
@@ -263,7 +292,7 @@ mod tests {
     }
 
     /// Runs a batch that stores `ops`, handing over what it can; returns each op's status.
-    fn batch(handoffs: &Handoffs, ops: &mut [Operation]) -> Vec<(Waiting, Vec<Lease>)> {
+    fn batch(handoffs: &Handoffs, ops: &mut [Operation]) -> Vec<Grant> {
         let now = OffsetDateTime::now_utc();
         let mut handover = handoffs.handover();
         for (seq, op) in ops.iter_mut().enumerate() {
@@ -306,8 +335,6 @@ mod tests {
 
     #[tokio::test]
     async fn what_a_claimer_gone_meanwhile_was_handed_is_released() {
-        use crate::batch::Batcher;
-        use crate::{StoreError, Submitted};
         let handoffs = Arc::new(Handoffs::default());
         let offer = handoffs.offer(query(&[], 1));
         let mut ops = [op("x")];

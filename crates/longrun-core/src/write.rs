@@ -27,8 +27,9 @@ pub type Writer = Batcher<Write, Result<Submitted, StoreError>>;
 /// A writer's queue as its own task holds it (see [`Batcher::downgrade`]).
 pub type WeakWriter = crate::batch::WeakBatcher<Write, Result<Submitted, StoreError>>;
 
-/// The answer to each of the `count` writes of a batch that could not be committed.
-pub fn all_failed(count: usize, e: &dyn std::fmt::Display) -> Vec<Result<Submitted, StoreError>> {
+/// The answer to each of the `count` requests of a batch that failed as a whole (a write that
+/// could not be committed, a read the database did not answer).
+pub fn all_failed<T>(count: usize, e: &dyn std::fmt::Display) -> Vec<Result<T, StoreError>> {
     (0..count)
         .map(|_| Err(StoreError::database(std::io::Error::other(e.to_string()))))
         .collect()

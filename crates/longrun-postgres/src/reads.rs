@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use longrun_core::batch::Batcher;
+use longrun_core::write::all_failed;
 use longrun_core::{Operation, StoreError};
 use uuid::Uuid;
 
@@ -25,10 +26,7 @@ pub(crate) fn spawn(pool: Pool) -> Reads {
         async move {
             match read(&pool, &ids).await {
                 Ok(found) => ids.iter().map(|id| Ok(found.get(id).cloned())).collect(),
-                Err(e) => ids
-                    .iter()
-                    .map(|_| Err(StoreError::database(std::io::Error::other(e.to_string()))))
-                    .collect(),
+                Err(e) => all_failed(ids.len(), &e),
             }
         }
     })

@@ -8,12 +8,11 @@
 //! a claimer may hold for a moment: claimers never wait on a lock, see `CLAIMABLE`).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use longrun_core::batch::Batcher;
-use longrun_core::handoff::{Handoffs, Waiting, grant_all};
-use longrun_core::write::{WeakWriter, Write, Writer, all_failed};
-use longrun_core::{Change, Clock, Idempotency, Lease, Operation, StoreError, Submitted};
+use longrun_core::handoff::{Grant, Handoffs, spawn_writer};
+use longrun_core::write::{Write, Writer, all_failed};
+use longrun_core::{Change, Clock, Idempotency, Operation, StoreError, Submitted};
 use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -33,27 +32,15 @@ pub(crate) fn spawn(
     announcer: Arc<Announcer>,
     handoffs: Arc<Handoffs>,
 ) -> Writer {
-    let itself = Arc::new(OnceLock::<WeakWriter>::new());
-    let writer = {
-        let itself = itself.clone();
-        Batcher::spawn(MAX_BATCH, move |writes| {
-            let (pool, clock, announcer, handoffs, itself) = (
-                pool.clone(),
-                clock.clone(),
-                announcer.clone(),
-                handoffs.clone(),
-                itself.clone(),
-            );
-            async move {
-                let (answers, grants) =
-                    write_batch(&pool, &announcer, &handoffs, clock.now(), writes).await;
-                grant_all(grants, itself.get());
-                answers
-            }
-        })
-    };
-    let _ = itself.set(writer.downgrade());
-    writer
+    spawn_writer(MAX_BATCH, move |writes| {
+        let (pool, clock, announcer, handoffs) = (
+            pool.clone(),
+            clock.clone(),
+            announcer.clone(),
+            handoffs.clone(),
+        );
+        async move { write_batch(&pool, &announcer, &handoffs, clock.now(), writes).await }
+    })
 }
 
 type Answer = Result<Submitted, StoreError>;
@@ -62,7 +49,7 @@ type Answer = Result<Submitted, StoreError>;
 struct Written {
     answers: Vec<Answer>,
     changes: Vec<Change>,
-    grants: Vec<(Waiting, Vec<Lease>)>,
+    grants: Vec<Grant>,
 }
 
 /// Writes a batch; returns the answers and, once it committed, what to hand to the claimers
@@ -73,7 +60,7 @@ async fn write_batch(
     handoffs: &Handoffs,
     now: OffsetDateTime,
     writes: Vec<Write>,
-) -> (Vec<Answer>, Vec<(Waiting, Vec<Lease>)>) {
+) -> (Vec<Answer>, Vec<Grant>) {
     let count = writes.len();
     let outcome = async {
         let mut tx = pool.begin().await?;

@@ -92,10 +92,10 @@ impl WalSize {
         self.0.store(0, Ordering::Relaxed);
         let restarted = conn
             .busy_timeout(RESTART_WAIT)
-            .and_then(|()| conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())))
-            .and_then(|()| conn.busy_timeout(BUSY_TIMEOUT));
-        if let Err(e) = restarted {
-            let _ = conn.busy_timeout(BUSY_TIMEOUT);
+            .and_then(|()| conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())));
+        // The writer's own busy timeout again, whatever happened.
+        let restored = conn.busy_timeout(BUSY_TIMEOUT);
+        if let Err(e) = restarted.and(restored) {
             tracing::debug!(error = %e, "WAL restart failed");
         }
     }

@@ -3,12 +3,11 @@
 //! concurrent writers share one commit, and SQLite never sees two writers race. The whole
 //! batch runs synchronously as one job of the writer thread (see `conn`).
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use longrun_core::batch::Batcher;
-use longrun_core::handoff::{Handoffs, Handover, Waiting, grant_all};
-use longrun_core::write::{Edit, WeakWriter, Write, Writer, all_failed};
-use longrun_core::{Change, Clock, Lease, NewOperation, Operation, StoreError, Submitted};
+use longrun_core::handoff::{Grant, Handoffs, Handover, spawn_writer};
+use longrun_core::write::{Edit, Write, Writer, all_failed};
+use longrun_core::{Change, Clock, NewOperation, Operation, StoreError, Submitted};
 use rusqlite::{Connection, OptionalExtension};
 use time::OffsetDateTime;
 use tokio::sync::broadcast;
@@ -30,33 +29,25 @@ pub(crate) fn spawn(
     changes: broadcast::Sender<Change>,
     handoffs: Arc<Handoffs>,
 ) -> Writer {
-    let itself = Arc::new(OnceLock::<WeakWriter>::new());
-    let writer = {
-        let itself = itself.clone();
-        Batcher::spawn(MAX_BATCH, move |writes| {
-            let (conn, clock, changes, handoffs, itself) = (
-                conn.clone(),
-                clock.clone(),
-                changes.clone(),
-                handoffs.clone(),
-                itself.clone(),
-            );
-            async move {
-                let count = writes.len();
-                let (results, grants) = conn
-                    .run(move |conn| Ok(write_batch(conn, &*clock, &handoffs, writes)))
-                    .await
-                    .unwrap_or_else(|e| (all_failed(count, &e), vec![]));
-                for written in results.iter().flatten() {
-                    announce(&changes, &written.operation);
-                }
-                grant_all(grants, itself.get());
-                results
+    spawn_writer(MAX_BATCH, move |writes| {
+        let (conn, clock, changes, handoffs) = (
+            conn.clone(),
+            clock.clone(),
+            changes.clone(),
+            handoffs.clone(),
+        );
+        async move {
+            let count = writes.len();
+            let (results, grants) = conn
+                .run(move |conn| Ok(write_batch(conn, &*clock, &handoffs, writes)))
+                .await
+                .unwrap_or_else(|e| (all_failed(count, &e), vec![]));
+            for written in results.iter().flatten() {
+                announce(&changes, &written.operation);
             }
-        })
-    };
-    let _ = itself.set(writer.downgrade());
-    writer
+            (results, grants)
+        }
+    })
 }
 
 /// Tells everyone waiting on the store about a committed change (no receivers is fine).
@@ -69,10 +60,7 @@ pub(crate) fn announce(changes: &broadcast::Sender<Change>, op: &Operation) {
 }
 
 /// The answers to a batch, and the leases to hand over once it is committed.
-type Written = (
-    Vec<Result<Submitted, StoreError>>,
-    Vec<(Waiting, Vec<Lease>)>,
-);
+type Written = (Vec<Result<Submitted, StoreError>>, Vec<Grant>);
 
 fn write_batch(
     conn: &mut Connection,
