@@ -113,8 +113,11 @@ impl PgStore {
         if let Some(t) = options.idle_in_transaction_timeout {
             connect = connect.options([("idle_in_transaction_session_timeout", ms(t))]);
         }
+        // No ping before each use: a notification is one statement, and a lost connection
+        // fails it (logged; the waiters it was for look again at their deadline).
         let background = PgPoolOptions::new()
             .max_connections(BACKGROUND_CONNECTIONS)
+            .test_before_acquire(false)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(connect.clone())
             .await
@@ -128,14 +131,23 @@ impl PgStore {
         let channel = format!("longrun_{schema}");
         let node = Uuid::new_v4();
         let (changes, _) = broadcast::channel(4096);
-        let listener =
-            listener::Listener::start(&background, channel.clone(), node, changes.clone()).await?;
+        let peers = Arc::new(listener::Peers::default());
+        let listener = listener::Listener::start(
+            &background,
+            channel.clone(),
+            node,
+            changes.clone(),
+            peers.clone(),
+        )
+        .await?;
         let announcer = Arc::new(listener::Announcer::start(
             background.clone(),
             channel,
             node,
             changes.clone(),
+            peers,
         ));
+        announcer.introduce().await;
         let vacuum = Arc::new(vacuum::Vacuum::start(background.clone()));
         let handoffs = Arc::new(Handoffs::default());
         Ok(Self {

@@ -54,6 +54,11 @@ impl Postgres {
             .status()
             .expect("run psql");
         assert!(created.success(), "creating schema {}", self.schema);
+        self.node(clock).await
+    }
+
+    /// Another store (node) on the case's schema, which `open` created.
+    async fn node(&self, clock: Arc<dyn Clock>) -> PgStore {
         let options = PgOptions {
             schema: Some(self.schema.clone()),
             max_connections: 8,
@@ -102,6 +107,66 @@ async fn close_returns_while_listening() {
     tokio::time::timeout(std::time::Duration::from_secs(10), store.close())
         .await
         .expect("close returns");
+}
+
+/// A node alone on its database sends no change notifications; once a second node has
+/// opened, the first one's changes reach the second one's subscribers.
+#[tokio::test]
+async fn changes_go_to_other_nodes_only_once_there_are_some() {
+    let factory = Postgres::new();
+    let a = factory.open(Arc::new(longrun_core::SystemClock)).await;
+    let mut watcher = sqlx::postgres::PgListener::connect_with(&factory.pool().await)
+        .await
+        .expect("listener");
+    watcher
+        .listen(&format!("longrun_{}", factory.schema))
+        .await
+        .expect("listen");
+    async fn notification(
+        watcher: &mut sqlx::postgres::PgListener,
+    ) -> Result<String, tokio::time::error::Elapsed> {
+        tokio::time::timeout(std::time::Duration::from_millis(500), watcher.recv())
+            .await
+            .map(|n| n.expect("notification").payload().to_owned())
+    }
+
+    let alone = a
+        .submit(NewOperation::named("alone"))
+        .await
+        .expect("submit");
+    assert_eq!(
+        notification(&mut watcher).await.ok(),
+        None,
+        "a node alone announced {}",
+        alone.operation.id
+    );
+
+    let b = factory.node(Arc::new(longrun_core::SystemClock)).await;
+    let mut changes = b.subscribe();
+    let together = a
+        .submit(NewOperation::named("together"))
+        .await
+        .expect("submit");
+    let id = together.operation.id;
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            let change = changes.recv().await.expect("change");
+            if change.id == id {
+                return change;
+            }
+        }
+    })
+    .await
+    .expect("the second node hears of a change made through the first");
+    assert_eq!(seen.version, together.operation.version);
+    let mut payloads = vec![];
+    while let Ok(payload) = notification(&mut watcher).await {
+        payloads.push(payload);
+    }
+    assert!(
+        payloads.iter().any(|p| p.contains(&id.to_string())),
+        "the change went out on the channel: {payloads:?}"
+    );
 }
 
 /// The side tables hold exactly the operations of their status through every change: `ready`
