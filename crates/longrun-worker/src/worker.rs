@@ -79,6 +79,14 @@ impl WorkerOptions {
         ((self.concurrency + self.prefetch) / 4).max(1)
     }
 
+    /// Most attempts in flight: handlers running plus attempts whose handler has returned
+    /// and whose outcome is still being reported (`concurrency + prefetch` of those). Reports
+    /// that go to the store together share its transactions, so the more may wait for one,
+    /// the fewer transactions a burst of short tasks costs.
+    pub fn max_in_flight(&self) -> usize {
+        2 * self.concurrency + self.prefetch
+    }
+
     /// The effective heartbeat interval.
     pub fn heartbeat_every(&self) -> Duration {
         self.heartbeat_interval
@@ -154,7 +162,7 @@ impl Worker {
     /// The next claim is sent while handlers run, as soon as a quarter of the places (slots
     /// plus prefetch) are free, so short tasks do not wait for a claim round trip. A handler's
     /// slot is free as soon as it returns: its outcome is reported while the next handler runs
-    /// (at most `concurrency` attempts report at once).
+    /// (at most `concurrency + prefetch` attempts report at once).
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let options = self.options.clone();
         let stop = CancellationToken::new();
@@ -169,19 +177,19 @@ impl Worker {
         info!(worker = %options.name, names = ?self.names, concurrency = options.concurrency, prefetch = options.prefetch, "worker started");
         loop {
             while running.try_join_next().is_some() {}
-            // At most `concurrency` handlers, and as many attempts still reporting.
+            // At most `concurrency` handlers, and `max_in_flight` attempts with those reporting.
             while slots.taken() < options.concurrency
-                && running.len() < 2 * options.concurrency
+                && running.len() < options.max_in_flight()
                 && let Some(grant) = held.pop_front()
             {
                 running.spawn(self.execution(grant, slots.take(), &stop).run());
             }
             let idle = slots.taken() == 0 && held.is_empty();
             // Places a claimed operation could start in soon: free slots, fewer while reports
-            // pile up (an attempt starts only while fewer than twice `concurrency` are in
-            // flight), plus the prefetch, less what is held already.
+            // pile up (an attempt starts only while fewer than `max_in_flight` are), plus the
+            // prefetch, less what is held already.
             let startable = (options.concurrency - slots.taken())
-                .min((2 * options.concurrency).saturating_sub(running.len()));
+                .min(options.max_in_flight().saturating_sub(running.len()));
             let free = (startable + options.prefetch).saturating_sub(held.len());
             // Claim in batches: one claim (one transaction) per freed slot would cost more than
             // short handlers themselves.

@@ -434,9 +434,21 @@ async fn no_more_handlers_run_at_once_than_the_concurrency_limit() {
 }
 
 /// A backend whose completions take `delay` to get through.
+/// Completions wait until the gate opens (its write lock is dropped).
 struct SlowCompletions {
     inner: Arc<LocalBackend>,
-    delay: Duration,
+    gate: Arc<tokio::sync::RwLock<()>>,
+}
+
+impl SlowCompletions {
+    /// A backend whose completions wait, and the guard that holds them until dropped.
+    async fn closed(
+        inner: Arc<LocalBackend>,
+    ) -> (Arc<Self>, tokio::sync::OwnedRwLockWriteGuard<()>) {
+        let gate = Arc::new(tokio::sync::RwLock::new(()));
+        let closed = gate.clone().write_owned().await;
+        (Arc::new(Self { inner, gate }), closed)
+    }
 }
 
 #[async_trait::async_trait]
@@ -454,7 +466,7 @@ impl Backend for SlowCompletions {
     }
 
     async fn complete(&self, id: Uuid, request: &CompleteRequest) -> Result<(), BackendError> {
-        sleep(self.delay).await;
+        let _open = self.gate.read().await;
         self.inner.complete(id, request).await
     }
 
@@ -491,10 +503,7 @@ async fn the_next_handler_starts_while_a_completion_is_being_reported() {
             Ok(())
         }
     });
-    let backend = Arc::new(SlowCompletions {
-        inner: h.backend.clone(),
-        delay: Duration::from_millis(500),
-    });
+    let (backend, closed) = SlowCompletions::closed(h.backend.clone()).await;
     let worker = RunningWorker::start(
         backend,
         registry,
@@ -512,10 +521,56 @@ async fn the_next_handler_starts_while_a_completion_is_being_reported() {
         Status::Running,
         "the first completion was not reported yet when the second handler ran"
     );
+    drop(closed);
     for op in [&first, &second] {
         h.wait_for(op.id, "success", status_is(Status::Succeeded))
             .await;
     }
+    worker.shutdown().await;
+}
+
+/// Up to `concurrency + prefetch` attempts whose handler has returned report at once beside
+/// the running handlers; the next handler waits for one of them to finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn attempts_still_reporting_are_bounded() {
+    let h = Harness::new().await;
+    let mut ops = vec![];
+    for _ in 0..6 {
+        ops.push(h.submit("quick", json!({}), 0).await);
+    }
+    let ran = Arc::new(AtomicUsize::new(0));
+    let registry = Registry::new().handler("quick", {
+        let ran = ran.clone();
+        move |_ctx, _input| {
+            ran.fetch_add(1, Ordering::SeqCst);
+            async { Ok(()) }
+        }
+    });
+    let (backend, closed) = SlowCompletions::closed(h.backend.clone()).await;
+    let options = WorkerOptions {
+        concurrency: 1,
+        prefetch: 2,
+        ..options()
+    };
+    assert_eq!(options.max_in_flight(), 4);
+    let worker = RunningWorker::start(backend, registry, options);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ran.load(Ordering::SeqCst) < 4 {
+        assert!(Instant::now() < deadline, "four handlers did not run");
+        sleep(Duration::from_millis(20)).await;
+    }
+    sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        4,
+        "one handler and three reports in flight at most while completions wait"
+    );
+    drop(closed);
+    for op in &ops {
+        h.wait_for(op.id, "success", status_is(Status::Succeeded))
+            .await;
+    }
+    assert_eq!(ran.load(Ordering::SeqCst), 6);
     worker.shutdown().await;
 }
 
