@@ -10,7 +10,7 @@
 //! The cases are private functions listed once in [`CASES`], so a case that is written but not
 //! listed is dead code the compiler reports.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -99,6 +99,7 @@ suite!($
     claim_respects_max_and_filters,
     claim_records_the_lease,
     concurrent_claims_hand_each_operation_out_once,
+    cancels_racing_claims_never_cancel_a_handed_out_operation,
     next_run_at_is_the_earliest_pending_run_at,
     heartbeat_extends_the_lease_and_records_progress,
     complete_records_the_outcome,
@@ -1023,6 +1024,74 @@ async fn concurrent_claims_hand_each_operation_out_once(
             Some(lease.lease_id),
             "the stored lease is the one handed out"
         );
+    }
+}
+
+/// Cancels racing claims: an operation a claim handed out runs under that lease (its cancel
+/// only a request); every other one is cancelled; each cancel says which it did.
+async fn cancels_racing_claims_never_cancel_a_handed_out_operation(
+    store: Arc<dyn Store>,
+    _clock: Arc<ManualClock>,
+) {
+    let mut ids = Vec::new();
+    for _ in 0..200 {
+        ids.push(submit_named(&*store, "t").await.id);
+    }
+    let mut claimers = tokio::task::JoinSet::new();
+    for worker in 0..4 {
+        let store = store.clone();
+        claimers.spawn(async move {
+            let query = ClaimQuery {
+                worker: format!("worker-{worker}"),
+                ..query(5)
+            };
+            let mut leases = Vec::new();
+            loop {
+                let batch = store.claim(&query).await.expect("claim");
+                if batch.is_empty() {
+                    return leases;
+                }
+                leases.extend(batch);
+            }
+        });
+    }
+    let mut cancellers = tokio::task::JoinSet::new();
+    for chunk in ids.chunks(25) {
+        let (store, chunk) = (store.clone(), chunk.to_vec());
+        cancellers.spawn(async move {
+            let mut outcomes = Vec::new();
+            for id in chunk {
+                outcomes.push((id, store.cancel(id).await.expect("cancel").0));
+            }
+            outcomes
+        });
+    }
+    let mut leased = HashMap::new();
+    while let Some(leases) = claimers.join_next().await {
+        for lease in leases.expect("claimer task") {
+            let previous = leased.insert(lease.operation.id, lease.lease_id);
+            assert_eq!(previous, None, "an operation handed out twice");
+        }
+    }
+    let mut outcomes = Vec::new();
+    while let Some(done) = cancellers.join_next().await {
+        outcomes.extend(done.expect("canceller task"));
+    }
+    assert_eq!(outcomes.len(), 200);
+    for (id, outcome) in outcomes {
+        let op = get(&*store, id).await;
+        match leased.get(&id) {
+            Some(&lease) => {
+                assert_eq!(op.status, Status::Running, "{id} was handed out");
+                assert_eq!(op.execution_id, Some(lease));
+                assert!(op.cancel_requested, "{id}: its cancel is recorded");
+                assert_eq!(outcome, CancelOutcome::Requested);
+            }
+            None => {
+                assert_eq!(op.status, Status::Cancelled, "{id} was not handed out");
+                assert_eq!(outcome, CancelOutcome::Cancelled);
+            }
+        }
     }
 }
 

@@ -1,10 +1,11 @@
 //! The PostgreSQL store: any number of `longrun serve` processes and workers on one database.
 //!
 //! Pending operations also sit in a narrow `ready` table (migration 0004), kept by
-//! `row::insert` and `row::save` in the transaction that changes them. Claims lock ready
-//! entries and their operations with `FOR UPDATE SKIP LOCKED`, so concurrent claimers on any
-//! node never block each other nor take the same operation, and a claim reads only the rows
-//! it takes. After each commit the changes go to this node's subscribers and, by `pg_notify`,
+//! `row::insert` and `row::save` in the transaction that changes them. Claims take ready
+//! entries with `FOR UPDATE SKIP LOCKED`, so concurrent claimers on any node never block each
+//! other nor take the same operation, and a claim reads only the rows it takes; it records how
+//! it started each operation in a narrow `running` row and leaves the operation's own row
+//! alone (see `row::Start`). After each commit the changes go to this node's subscribers and, by `pg_notify`,
 //! to the other nodes (see `listener`); each store `LISTEN`s and re-broadcasts to its local
 //! subscribers, so a long-poll on one node wakes for a change made through another.
 
@@ -183,23 +184,20 @@ impl PgStore {
     }
 }
 
-/// The operations a claim takes, in claim order: the first ready entries that pass the filter
-/// and that no one else holds, joined to their operations, which are skipped too when locked
-/// (a writer is changing one: cancelling it, say).
+/// The ready entries a claim takes, deleted: the first that pass the filter and that no one
+/// else holds. Their operations are then started by `row::start`, in a statement of its own, so
+/// that it reads them as they are once these entries are locked.
 ///
-/// No deadlock: writers (the group-commit batch, `expire_leases`, `delete`, `prune`) lock
-/// `operations` rows first (the batch in `seq` order) and only then touch those operations'
-/// side-table entries (`ready`, `running`, `finished`); a claimer never waits on any lock
-/// (`SKIP LOCKED` on both tables, then it changes only rows it holds), so no cycle of waits
-/// can form. Each ready operation goes to one claimer: a claimer holds its
-/// entry and its row until it commits the operation running and the entry deleted, and
-/// whoever looks later finds the entry gone.
+/// No deadlock and no lost change: a claim never waits on a lock (`SKIP LOCKED`) and writes
+/// only its own new `running` rows, never a row of `operations`. A writer that changes a
+/// pending operation holds its `ready` entry first (see `writer::lock`), so it waits for a claim
+/// that took the entry to commit (and then sees the operation running), and a claim skips an
+/// entry a writer holds. Each ready operation goes to one claimer: whoever looks after a claim
+/// committed finds the entry gone.
 ///
-/// The ready entries are picked in an `ARRAY(...)` sub-select, so the operations are fetched
-/// by primary key whatever the planner's statistics say (as a join, a table never analyzed
-/// was hash-joined with a sequential scan of every operation). The caller sorts the rows
-/// into claim order.
-const CLAIMABLE: &str = "SELECT seq, body FROM operations
+/// The entries are picked in an `ARRAY(...)` sub-select, so they are deleted by primary key
+/// whatever the planner's statistics say.
+const CLAIM_READY: &str = "DELETE FROM ready
      WHERE seq = ANY(ARRAY(
            SELECT seq FROM ready
            WHERE run_at <= $1
@@ -208,7 +206,7 @@ const CLAIMABLE: &str = "SELECT seq, body FROM operations
            ORDER BY priority DESC, seq
            LIMIT $4
            FOR UPDATE SKIP LOCKED))
-     FOR UPDATE SKIP LOCKED";
+     RETURNING seq";
 
 /// A claim's transaction does not wait for its WAL flush (`synchronous_commit = off`): the
 /// job starts one fsync sooner. Should the database crash before the flush, the claim is lost
@@ -226,8 +224,10 @@ const NEXT_RUN_AT: &str = "SELECT min(run_at) FROM ready
 macro_rules! list {
     ($from:literal, $status:literal, $seq:literal) => {
         concat!(
-            "SELECT o.seq, o.body FROM ",
+            row::select_operations!(),
+            " FROM ",
             $from,
+            row::claims_of_o!(),
             " WHERE ",
             $status,
             " AND ($2::text IS NULL OR o.name = $2)
@@ -252,9 +252,11 @@ fn list_sql(status: Option<Status>) -> &'static str {
             "o.status = $1",
             "s.seq"
         ),
+        // Every operation with a `running` row runs (its row may still say `pending`: see
+        // `row::Start`).
         Some(Status::Running) => list!(
             "running s JOIN operations o ON o.seq = s.seq",
-            "o.status = $1",
+            "$1::text = 'running'",
             "s.seq"
         ),
         Some(Status::Succeeded | Status::Failed | Status::Cancelled) => list!(
@@ -265,13 +267,16 @@ fn list_sql(status: Option<Status>) -> &'static str {
     }
 }
 
-/// Running operations whose lease ran out. The conditions on `o` are checked again on the row
-/// as locked (a heartbeat or a completion may have committed since the statement began; the
-/// `running` row read with it may be the one from before).
-const EXPIRED: &str = "SELECT o.seq, o.body FROM running r JOIN operations o ON o.seq = r.seq
-     WHERE r.lease_expires_at <= $1
-       AND o.status = 'running' AND o.lease_expires_at <= $1
-     FOR UPDATE OF o SKIP LOCKED";
+/// Running operations whose lease ran out, by their `running` rows. Whether the lease did run
+/// out is decided on the operation as locked (`expire_leases`): a heartbeat or a completion may
+/// have committed since the statement began, and the `running` row read with it may be the one
+/// from before.
+const EXPIRED: &str = concat!(
+    row::select_operations!(),
+    " FROM running c JOIN operations o ON o.seq = c.seq
+     WHERE c.lease_expires_at <= $1
+     FOR UPDATE OF o SKIP LOCKED"
+);
 
 /// How a deletion is announced: one version past the last (so a waiter on the last version
 /// wakes), with the status the operation had.
@@ -324,7 +329,7 @@ impl Store for PgStore {
         let op = match found {
             Some(op) if op.is_terminal() => op,
             // End the transaction now: a dropped one is rolled back only when its connection is
-            // next used, and until then its row lock would make claims skip the operation.
+            // next used, and until then its row lock would hold up every change of the operation.
             other => {
                 tx.rollback().await?;
                 return Err(match other {
@@ -356,7 +361,7 @@ impl Store for PgStore {
         }
         let mut tx = self.pool.begin_with(BEGIN_CLAIM).await?;
         let now = self.clock.now();
-        let rows = sqlx::query(CLAIMABLE)
+        let seqs: Vec<i64> = sqlx::query_scalar(CLAIM_READY)
             .bind(now)
             .bind(&query.filter.names)
             .bind(&query.filter.queues)
@@ -364,29 +369,24 @@ impl Store for PgStore {
             .fetch_all(&mut *tx)
             .await
             .map_err(db)?;
-        let mut ops = rows
-            .iter()
-            .map(row::decode)
-            .collect::<Result<Vec<_>, _>>()?;
-        ops.sort_by_key(|op| (std::cmp::Reverse(op.priority), op.seq));
-        let mut leases = Vec::with_capacity(ops.len());
-        let mut started = Vec::with_capacity(ops.len());
-        for op in ops {
-            let mut edited = Edited::loaded(op);
-            let lease_id = Uuid::now_v7();
-            edited.op.start(lease_id, &query.worker, query.lease, now)?;
-            leases.push(Lease {
-                lease_id,
-                expires_at: now + query.lease,
-                operation: edited.op.clone(),
-            });
-            started.push(edited);
+        if seqs.is_empty() {
+            tx.commit().await?;
+            return Ok(vec![]);
         }
-        row::save(&mut tx, &started).await?;
+        let mut started = row::start(&mut tx, &seqs, &query.worker, now, query.lease).await?;
         tx.commit().await?;
-        self.announcer
-            .announce(started.iter().map(|e| change(&e.op)));
-        Ok(leases)
+        started.sort_by_key(|op| (std::cmp::Reverse(op.priority), op.seq));
+        self.announcer.announce(started.iter().map(change));
+        Ok(started
+            .into_iter()
+            .map(|operation| Lease {
+                lease_id: operation
+                    .execution_id
+                    .expect("a started operation has a lease"),
+                expires_at: now + query.lease,
+                operation,
+            })
+            .collect())
     }
 
     async fn next_run_at(
@@ -416,7 +416,9 @@ impl Store for PgStore {
         for r in &rows {
             let mut edited = Edited::loaded(row::decode(r)?);
             // Not expired after all (it changed as it was being read): nothing to do.
-            if edited.op.expire_lease(now).is_ok() {
+            if edited.op.lease_expires_at.is_some_and(|until| until <= now)
+                && edited.op.expire_lease(now).is_ok()
+            {
                 expired.push(edited);
             }
         }

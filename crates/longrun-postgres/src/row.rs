@@ -3,22 +3,46 @@
 //! entries in the narrow tables that stand for indexes on what changes (migrations 0004 and
 //! 0005): `ready` while it is pending (with its `run_at`), `running` while it runs (with its
 //! lease expiry), `finished` once it has ended (with its status and completion time).
-//! [`insert`] and [`save`] are the only writers of those tables.
+//! [`insert`], [`save`] and [`Start::record`] (a claim) are the only writers of those tables.
+//!
+//! A claim leaves the operation's row as it was and records its [`Start`] in the `running`
+//! row (migration 0006); every read of operations joins `running` ([`select_operations!`],
+//! [`claims_of_o!`]) and [`decode`] applies the start to a row it finds still at the version
+//! the claim started from.
 
 use longrun_core::{Idempotency, Operation, Status, StoreError};
 use std::collections::HashMap;
 
 use sqlx::{PgConnection, Row, postgres::PgRow};
-use time::OffsetDateTime;
+use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
+
+/// The columns of a read of operations `o`: `seq`, the body and the claim that started the
+/// operation since its row was written, if any (from `running c`, see [`claims_of_o!`]).
+macro_rules! select_operations {
+    () => {
+        "SELECT o.seq, o.body, c.lease_id AS claim_lease, c.worker AS claim_worker,
+                c.started_ns AS claim_started_ns, c.lease_ns AS claim_lease_ns,
+                c.from_version AS claim_from_version"
+    };
+}
+pub(crate) use select_operations;
+
+/// The join that gives [`select_operations!`] its claim columns.
+macro_rules! claims_of_o {
+    () => {
+        " LEFT JOIN running c ON c.seq = o.seq "
+    };
+}
+pub(crate) use claims_of_o;
 
 /// Wraps a driver error.
 pub(crate) fn db(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
     StoreError::database(e)
 }
 
-/// Decodes a row of `(seq, body, ...)`.
-pub(crate) fn decode(row: &PgRow) -> Result<Operation, StoreError> {
+/// Decodes a row of `(seq, body, ...)` as it is stored.
+pub(crate) fn decode_stored(row: &PgRow) -> Result<Operation, StoreError> {
     let seq: i64 = row.try_get(0).map_err(db)?;
     let body: &str = row.try_get(1).map_err(db)?;
     let mut op: Operation = serde_json::from_str(body).map_err(db)?;
@@ -26,16 +50,110 @@ pub(crate) fn decode(row: &PgRow) -> Result<Operation, StoreError> {
     Ok(op)
 }
 
+/// Decodes a row of [`select_operations!`]: the operation as it is, started by the claim of
+/// its `running` row if its stored row is still the one that claim started from.
+pub(crate) fn decode(row: &PgRow) -> Result<Operation, StoreError> {
+    let mut op = decode_stored(row)?;
+    let from: Option<i64> = row.try_get("claim_from_version").map_err(db)?;
+    if from == Some(op.version) {
+        let started_ns: i64 = row.try_get("claim_started_ns").map_err(db)?;
+        let lease_ns: i64 = row.try_get("claim_lease_ns").map_err(db)?;
+        Start {
+            lease: row.try_get("claim_lease").map_err(db)?,
+            worker: row.try_get("claim_worker").map_err(db)?,
+            at: OffsetDateTime::from_unix_timestamp_nanos(started_ns.into()).map_err(db)?,
+            lease_for: Duration::nanoseconds(lease_ns),
+        }
+        .apply(&mut op)?;
+    }
+    Ok(op)
+}
+
+/// What a claim gave an operation's `start` transition; kept in its `running` row, so that
+/// the claim need not write the operation's row (see the module's comment).
+#[derive(Debug, Clone)]
+pub(crate) struct Start {
+    /// The lease (the attempt's execution id).
+    pub lease: Uuid,
+    /// The claiming worker.
+    pub worker: String,
+    /// When it started.
+    pub at: OffsetDateTime,
+    /// The lease's length.
+    pub lease_for: Duration,
+}
+
+impl Start {
+    /// Starts `op`, a pending operation as stored.
+    pub(crate) fn apply(&self, op: &mut Operation) -> Result<(), StoreError> {
+        Ok(op.start(self.lease, &self.worker, self.lease_for, self.at)?)
+    }
+}
+
+/// Starts the pending operations `seqs`, whose `ready` entries the caller's transaction has
+/// taken, for `worker` at `at` for `lease_for`: records each start (with a new lease) in a new
+/// `running` row, with the version the operation's row is at, and returns the operations as
+/// started, in no particular order. Their rows of `operations` are not written.
+pub(crate) async fn start(
+    conn: &mut PgConnection,
+    seqs: &[i64],
+    worker: &str,
+    at: OffsetDateTime,
+    lease_for: Duration,
+) -> Result<Vec<Operation>, StoreError> {
+    let leases: Vec<Uuid> = seqs.iter().map(|_| Uuid::now_v7()).collect();
+    let nanos = |d: i128| i64::try_from(d).map_err(db);
+    // The versions recorded and the bodies returned are read in the same statement.
+    let rows = sqlx::query(
+        "WITH started AS (
+             INSERT INTO running (seq, lease_expires_at, lease_id, worker, started_ns, lease_ns,
+                                  from_version)
+             SELECT s.seq, $3, s.lease_id, $4, $5, $6,
+                    (SELECT o.version FROM operations o WHERE o.seq = s.seq)
+             FROM UNNEST($1::bigint[], $2::uuid[]) AS s(seq, lease_id)
+         )
+         SELECT o.seq, o.body FROM operations o WHERE o.seq = ANY($1)",
+    )
+    .bind(seqs)
+    .bind(&leases)
+    .bind(at + lease_for)
+    .bind(worker)
+    .bind(nanos(at.unix_timestamp_nanos())?)
+    .bind(nanos(lease_for.whole_nanoseconds())?)
+    .fetch_all(conn)
+    .await
+    .map_err(db)?;
+    let lease_of: HashMap<i64, Uuid> = seqs.iter().copied().zip(leases).collect();
+    rows.iter()
+        .map(|row| {
+            let mut op = decode_stored(row)?;
+            Start {
+                lease: lease_of[&op.seq],
+                worker: worker.to_owned(),
+                at,
+                lease_for,
+            }
+            .apply(&mut op)?;
+            Ok(op)
+        })
+        .collect()
+}
+
 /// The operation with this id, row-locked for the transaction.
 pub(crate) async fn lock(
     conn: &mut PgConnection,
     id: Uuid,
 ) -> Result<Option<Operation>, StoreError> {
-    let row = sqlx::query("SELECT seq, body FROM operations WHERE id = $1 FOR UPDATE")
-        .bind(id)
-        .fetch_optional(conn)
-        .await
-        .map_err(db)?;
+    let row = sqlx::query(concat!(
+        select_operations!(),
+        " FROM operations o",
+        claims_of_o!(),
+        "WHERE o.id = $1 FOR UPDATE OF o"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+    .map_err(db)?;
     row.as_ref().map(decode).transpose()
 }
 
@@ -45,16 +163,21 @@ pub(crate) async fn by_idempotency_key(
     customer: i64,
     key: &str,
 ) -> Result<(Operation, Option<String>), StoreError> {
-    let row = sqlx::query(
-        "SELECT seq, body, idempotency_fingerprint FROM operations
-         WHERE customer = $1 AND idempotency_key = $2",
-    )
+    let row = sqlx::query(concat!(
+        select_operations!(),
+        ", o.idempotency_fingerprint FROM operations o",
+        claims_of_o!(),
+        "WHERE o.customer = $1 AND o.idempotency_key = $2"
+    ))
     .bind(customer)
     .bind(key)
     .fetch_one(conn)
     .await
     .map_err(db)?;
-    Ok((decode(&row)?, row.try_get(2).map_err(db)?))
+    Ok((
+        decode(&row)?,
+        row.try_get("idempotency_fingerprint").map_err(db)?,
+    ))
 }
 
 /// The operation's entries in the side tables: `ready` (its `run_at` while it is pending),

@@ -5,14 +5,14 @@
 //! commits, every change is announced (see `listener::Announcer`).
 //!
 //! A batch locks `operations` rows first and only then touches their `ready` entries (which
-//! a claimer may hold for a moment: claimers never wait on a lock, see `CLAIMABLE`).
+//! a claimer may hold for a moment: claimers never wait on a lock, see `CLAIM_READY`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use longrun_core::handoff::{Grant, Handoffs, spawn_writer};
 use longrun_core::write::{Write, Writer, all_failed};
-use longrun_core::{Change, Clock, Idempotency, Operation, StoreError, Submitted};
+use longrun_core::{Change, Clock, Idempotency, Operation, Status, StoreError, Submitted};
 use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -220,20 +220,64 @@ async fn apply(
     })
 }
 
-/// Locks the rows of `ids` for this transaction, in `seq` order.
+/// Locks the rows of `ids` for this transaction, in `seq` order, then the `ready` entries of
+/// those that are pending: a claim that took such an entry meanwhile (claims do not lock
+/// `operations` rows) is waited for, and the operation it started is read again, running; a
+/// claim skips the entries locked here.
 async fn lock(tx: &mut PgConnection, ids: &[Uuid]) -> Result<HashMap<Uuid, Edited>, StoreError> {
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let rows =
-        sqlx::query("SELECT seq, body FROM operations WHERE id = ANY($1) ORDER BY seq FOR UPDATE")
-            .bind(ids)
+    let rows = sqlx::query(concat!(
+        row::select_operations!(),
+        " FROM operations o",
+        row::claims_of_o!(),
+        "WHERE o.id = ANY($1) ORDER BY o.seq FOR UPDATE OF o"
+    ))
+    .bind(ids)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(db)?;
+    let mut ops = rows
+        .iter()
+        .map(|r| row::decode(r).map(|op| (op.id, op)))
+        .collect::<Result<HashMap<_, _>, _>>()?;
+    let pending: Vec<i64> = ops
+        .values()
+        .filter(|op| op.status == Status::Pending)
+        .map(|op| op.seq)
+        .collect();
+    if !pending.is_empty() {
+        let still: HashSet<i64> =
+            sqlx::query_scalar("SELECT seq FROM ready WHERE seq = ANY($1) ORDER BY seq FOR UPDATE")
+                .bind(&pending)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db)?
+                .into_iter()
+                .collect();
+        let claimed: Vec<i64> = pending.into_iter().filter(|s| !still.contains(s)).collect();
+        if !claimed.is_empty() {
+            let rows = sqlx::query(concat!(
+                row::select_operations!(),
+                " FROM operations o",
+                row::claims_of_o!(),
+                "WHERE o.seq = ANY($1)"
+            ))
+            .bind(&claimed)
             .fetch_all(&mut *tx)
             .await
             .map_err(db)?;
-    rows.iter()
-        .map(|r| row::decode(r).map(|op| (op.id, Edited::loaded(op))))
-        .collect()
+            for r in &rows {
+                let op = row::decode(r)?;
+                ops.insert(op.id, op);
+            }
+        }
+    }
+    Ok(ops
+        .into_iter()
+        .map(|(id, op)| (id, Edited::loaded(op)))
+        .collect())
 }
 
 /// The `rootId` of each existing operation among `parents`.

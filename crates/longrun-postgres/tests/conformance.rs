@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use longrun_core::conformance::StoreFactory;
 use longrun_core::{
-    ClaimFilter, ClaimQuery, Clock, Completion, Failure, ManualClock, NewOperation, OperationError,
-    Progress, RetryPolicy, Store,
+    ClaimFilter, ClaimQuery, Clock, Completion, Failure, ListQuery, ManualClock, NewOperation,
+    OperationError, Progress, RetryPolicy, Status, Store,
 };
 use longrun_postgres::{PgOptions, PgStore};
 use time::{Duration, OffsetDateTime};
@@ -169,6 +169,66 @@ async fn changes_go_to_other_nodes_only_once_there_are_some() {
     );
 }
 
+/// A claim writes no new version of the operation's row: the row keeps the operation as it
+/// was, every read shows it running under the claim's lease, and its next change (here a
+/// heartbeat) writes it out whole.
+#[tokio::test]
+async fn a_claim_leaves_the_row_of_its_operation_as_it_was() {
+    let factory = Postgres::new();
+    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+    let store = factory.fresh(clock.clone()).await;
+    let pool = factory.pool().await;
+    let submitted = store
+        .submit(NewOperation::named("a"))
+        .await
+        .expect("submit")
+        .operation;
+    let stored = || async {
+        sqlx::query_as::<_, (String, i64)>("SELECT status, version FROM operations")
+            .fetch_one(&pool)
+            .await
+            .expect("the row")
+    };
+    let claim = ClaimQuery {
+        worker: "w".into(),
+        filter: ClaimFilter::default(),
+        max: 1,
+        lease: Duration::seconds(30),
+    };
+    let lease = store
+        .claim(&claim)
+        .await
+        .expect("claim")
+        .pop()
+        .expect("a lease");
+    assert_eq!(stored().await, ("pending".into(), submitted.version));
+    let read = store.get(submitted.id).await.expect("get").expect("found");
+    assert_eq!(read, lease.operation, "read as the claim handed it out");
+    assert_eq!(read.status, Status::Running);
+    let running = ListQuery {
+        status: Some(Status::Running),
+        limit: 10,
+        ..ListQuery::default()
+    };
+    let listed = store.list(&running).await.expect("list").operations;
+    assert_eq!(listed, vec![lease.operation.clone()]);
+
+    clock.advance(Duration::seconds(1));
+    store
+        .heartbeat(
+            submitted.id,
+            lease.lease_id,
+            Duration::minutes(5),
+            Progress::default(),
+        )
+        .await
+        .expect("heartbeat");
+    let now = store.get(submitted.id).await.expect("get").expect("found");
+    assert_eq!(stored().await, ("running".into(), now.version));
+    assert_eq!(now.version, lease.operation.version + 1);
+    assert_eq!(now.execution_id, Some(lease.lease_id));
+}
+
 /// The side tables hold exactly the operations of their status through every change: `ready`
 /// the pending ones with their `runAt`, `running` the running ones with their lease expiry,
 /// `finished` the finished ones with their status and completion time.
@@ -178,48 +238,60 @@ async fn side_tables_follow_every_change_of_status() {
     let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
     let store = factory.fresh(clock.clone()).await;
     let pool = factory.pool().await;
+    // The side tables against the operations as the store reads them (a claim leaves the
+    // row of `operations` as it was; its `running` row says how it started).
     let check = |step: &'static str| {
-        let pool = pool.clone();
+        let (pool, store) = (pool.clone(), store.clone());
         async move {
-            let pending: Vec<(i64, OffsetDateTime)> = sqlx::query_as(
-                "SELECT seq, run_at FROM operations WHERE status = 'pending' ORDER BY seq",
-            )
-            .fetch_all(&pool)
-            .await
-            .expect("pending");
+            let all = ListQuery {
+                limit: 100,
+                ..ListQuery::default()
+            };
+            let mut ops = store.list(&all).await.expect("list").operations;
+            ops.reverse();
+            // Columns hold microseconds; the body, nanoseconds.
+            let micros = |t: OffsetDateTime| {
+                t.replace_nanosecond(t.nanosecond() / 1000 * 1000)
+                    .expect("a nanosecond")
+            };
+            let of = |statuses: &[Status]| {
+                ops.iter()
+                    .filter(|op| statuses.contains(&op.status))
+                    .collect::<Vec<_>>()
+            };
             let ready: Vec<(i64, OffsetDateTime)> =
                 sqlx::query_as("SELECT seq, run_at FROM ready ORDER BY seq")
                     .fetch_all(&pool)
                     .await
                     .expect("ready");
+            let pending: Vec<(i64, OffsetDateTime)> = of(&[Status::Pending])
+                .iter()
+                .map(|op| (op.seq, micros(op.run_at)))
+                .collect();
             assert_eq!(ready, pending, "ready after {step}");
-            let side_and_operations = |side: &'static str, operations: &'static str| {
-                let pool = pool.clone();
-                async move {
-                    let side: Vec<(i64, String, OffsetDateTime)> = sqlx::query_as(side)
-                        .fetch_all(&pool)
-                        .await
-                        .expect("side table");
-                    let ops: Vec<(i64, String, OffsetDateTime)> = sqlx::query_as(operations)
-                        .fetch_all(&pool)
-                        .await
-                        .expect("operations");
-                    (side, ops)
-                }
-            };
-            let (running, leased) = side_and_operations(
-                "SELECT seq, 'running', lease_expires_at FROM running ORDER BY seq",
-                "SELECT seq, status, lease_expires_at FROM operations
-                 WHERE status = 'running' ORDER BY seq",
-            )
-            .await;
+            let running: Vec<(i64, OffsetDateTime)> =
+                sqlx::query_as("SELECT seq, lease_expires_at FROM running ORDER BY seq")
+                    .fetch_all(&pool)
+                    .await
+                    .expect("running");
+            let leased: Vec<(i64, OffsetDateTime)> = of(&[Status::Running])
+                .iter()
+                .map(|op| (op.seq, micros(op.lease_expires_at.expect("a lease"))))
+                .collect();
             assert_eq!(running, leased, "running after {step}");
-            let (finished, ended) = side_and_operations(
-                "SELECT seq, status, completed_at FROM finished ORDER BY seq",
-                "SELECT seq, status, completed_at FROM operations
-                 WHERE status IN ('succeeded', 'failed', 'cancelled') ORDER BY seq",
-            )
-            .await;
+            let finished: Vec<(i64, String, OffsetDateTime)> =
+                sqlx::query_as("SELECT seq, status, completed_at FROM finished ORDER BY seq")
+                    .fetch_all(&pool)
+                    .await
+                    .expect("finished");
+            let ended: Vec<(i64, String, OffsetDateTime)> =
+                of(&[Status::Succeeded, Status::Failed, Status::Cancelled])
+                    .iter()
+                    .map(|op| {
+                        let at = op.completed_at.expect("a completion time");
+                        (op.seq, op.status.as_str().to_owned(), micros(at))
+                    })
+                    .collect();
             assert_eq!(finished, ended, "finished after {step}");
             ready.len()
         }
@@ -305,7 +377,7 @@ async fn side_tables_follow_every_change_of_status() {
 
 /// Claimed entries do not stay dead in `ready` for long, even on a server without autovacuum:
 /// the store vacuums the table itself once enough of it is dead, and where autovacuum is off,
-/// `operations` too.
+/// `operations` too (whose completed rows leave dead versions; a claim writes none).
 #[tokio::test]
 async fn the_tables_are_vacuumed_after_many_claims() {
     let factory = Postgres::new();
@@ -321,9 +393,15 @@ async fn the_tables_are_vacuumed_after_many_claims() {
         max: 500,
         lease: Duration::seconds(30),
     };
-    let mut claimed = 0;
-    while claimed < 1500 {
-        claimed += store.claim(&claim).await.expect("claim").len();
+    let mut leases = vec![];
+    while leases.len() < 1500 {
+        leases.extend(store.claim(&claim).await.expect("claim"));
+    }
+    let completions = leases
+        .iter()
+        .map(|lease| store.complete(lease.operation.id, lease.lease_id, Completion::default()));
+    for completed in futures::future::join_all(completions).await {
+        completed.expect("complete");
     }
     let autovacuum: String = sqlx::query_scalar("SELECT current_setting('autovacuum')")
         .fetch_one(&pool)
@@ -380,7 +458,8 @@ async fn changes_of_an_operation_are_hot_updates() {
     };
     let leases = store.claim(&claim).await.expect("claim");
     assert_eq!(leases.len(), 39);
-    let mut changes = 1 + 39;
+    // The cancel; a claim writes no new row version.
+    let mut changes = 1;
     for (i, lease) in leases.iter().enumerate() {
         let id = lease.operation.id;
         store

@@ -1,0 +1,13 @@
+-- A claim writes only the narrow `running` row, not a new version of the operation's ~1 KB
+-- row: the row keeps the operation as it was before the claim (pending, at version
+-- `from_version`), and the `running` row holds what the claim's `start` transition was given
+-- (its lease, worker, start time and lease length). Every read applies that transition to the
+-- row while the row's version is still `from_version`; the first later change of the
+-- operation (a heartbeat, its completion, an expired lease) writes it out whole. A `running`
+-- row written any other way (a hand-over, a heartbeat) leaves these columns empty.
+ALTER TABLE running
+    ADD COLUMN lease_id     UUID,
+    ADD COLUMN worker       TEXT,
+    ADD COLUMN started_ns   BIGINT,
+    ADD COLUMN lease_ns     BIGINT,
+    ADD COLUMN from_version BIGINT;
