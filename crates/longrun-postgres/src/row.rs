@@ -58,13 +58,18 @@ pub(crate) fn decode(row: &PgRow) -> Result<Operation, StoreError> {
     if from == Some(op.version) {
         let started_ns: i64 = row.try_get("claim_started_ns").map_err(db)?;
         let lease_ns: i64 = row.try_get("claim_lease_ns").map_err(db)?;
-        Start {
+        let start = Start {
             lease: row.try_get("claim_lease").map_err(db)?,
             worker: row.try_get("claim_worker").map_err(db)?,
             at: OffsetDateTime::from_unix_timestamp_nanos(started_ns.into()).map_err(db)?,
             lease_for: Duration::nanoseconds(lease_ns),
+        };
+        // Only a pending operation starts (a failed transition changes nothing): should a
+        // `running` row ever outlive its claim, the operation reads as stored rather than
+        // failing every batch and page it is part of.
+        if let Err(e) = start.apply(&mut op) {
+            tracing::warn!(id = %op.id, error = %e, "a claim's running row does not fit its operation");
         }
-        .apply(&mut op)?;
     }
     Ok(op)
 }
@@ -111,6 +116,10 @@ pub(crate) async fn start(
              SELECT s.seq, $3, s.lease_id, $4, $5, $6,
                     (SELECT o.version FROM operations o WHERE o.seq = s.seq)
              FROM UNNEST($1::bigint[], $2::uuid[]) AS s(seq, lease_id)
+             ON CONFLICT (seq) DO UPDATE SET lease_expires_at = excluded.lease_expires_at,
+                 lease_id = excluded.lease_id, worker = excluded.worker,
+                 started_ns = excluded.started_ns, lease_ns = excluded.lease_ns,
+                 from_version = excluded.from_version
          )
          SELECT o.seq, o.body FROM operations o WHERE o.seq = ANY($1)",
     )

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use longrun_core::conformance::StoreFactory;
 use longrun_core::{
-    ClaimFilter, ClaimQuery, Clock, Completion, Failure, ListQuery, ManualClock, NewOperation,
-    OperationError, Progress, RetryPolicy, Status, Store,
+    CancelOutcome, ClaimFilter, ClaimQuery, Clock, Completion, Failure, ListQuery, ManualClock,
+    NewOperation, OperationError, Progress, RetryPolicy, Status, Store,
 };
 use longrun_postgres::{PgOptions, PgStore};
 use time::{Duration, OffsetDateTime};
@@ -227,6 +227,57 @@ async fn a_claim_leaves_the_row_of_its_operation_as_it_was() {
     assert_eq!(stored().await, ("running".into(), now.version));
     assert_eq!(now.version, lease.operation.version + 1);
     assert_eq!(now.execution_id, Some(lease.lease_id));
+}
+
+/// A cancel of a pending operation whose `ready` entry a claim holds waits for that claim, and
+/// then finds the operation running: its cancel is only a request.
+#[tokio::test]
+async fn a_cancel_waits_for_the_claim_that_holds_the_entry() {
+    let factory = Postgres::new();
+    let store = factory.fresh(Arc::new(longrun_core::SystemClock)).await;
+    let pool = factory.pool().await;
+    let op = store
+        .submit(NewOperation::named("a"))
+        .await
+        .expect("submit")
+        .operation;
+    // A claim, by hand: the entry taken, the start recorded, not yet committed.
+    let mut claim = pool.begin().await.expect("begin");
+    let taken: i64 = sqlx::query_scalar("DELETE FROM ready RETURNING seq")
+        .fetch_one(&mut *claim)
+        .await
+        .expect("take the entry");
+    assert_eq!(taken, op.seq);
+    let lease = uuid::Uuid::now_v7();
+    let started = OffsetDateTime::now_utc();
+    sqlx::query(
+        "INSERT INTO running (seq, lease_expires_at, lease_id, worker, started_ns, lease_ns,
+                              from_version)
+         VALUES ($1, $2, $3, 'w', $4, 30000000000, $5)",
+    )
+    .bind(op.seq)
+    .bind(started + Duration::seconds(30))
+    .bind(lease)
+    .bind(i64::try_from(started.unix_timestamp_nanos()).expect("nanoseconds"))
+    .bind(op.version)
+    .execute(&mut *claim)
+    .await
+    .expect("record the start");
+
+    let cancel = tokio::spawn({
+        let store = store.clone();
+        async move { store.cancel(op.id).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!cancel.is_finished(), "the cancel waits for the claim");
+    claim.commit().await.expect("commit the claim");
+    let (outcome, cancelled) = cancel.await.expect("task").expect("cancel");
+    assert_eq!(outcome, CancelOutcome::Requested);
+    assert_eq!(cancelled.status, Status::Running);
+    assert_eq!(cancelled.execution_id, Some(lease));
+    assert!(cancelled.cancel_requested);
+    let read = store.get(op.id).await.expect("get").expect("found");
+    assert_eq!(read, cancelled);
 }
 
 /// The side tables hold exactly the operations of their status through every change: `ready`
