@@ -979,21 +979,16 @@ async fn claim_records_the_lease(store: Arc<dyn Store>, clock: Arc<ManualClock>)
     );
 }
 
-async fn concurrent_claims_hand_each_operation_out_once(
-    store: Arc<dyn Store>,
-    _clock: Arc<ManualClock>,
-) {
-    let mut submitted = HashSet::new();
-    for _ in 0..200 {
-        submitted.insert(submit_named(&*store, "t").await.id);
-    }
+/// `workers` concurrent claimers, each claiming `max` at a time until a claim finds nothing;
+/// each returns the leases it was handed.
+fn claimers(store: &Arc<dyn Store>, workers: usize, max: u32) -> tokio::task::JoinSet<Vec<Lease>> {
     let mut claimers = tokio::task::JoinSet::new();
-    for worker in 0..8 {
+    for worker in 0..workers {
         let store = store.clone();
         claimers.spawn(async move {
             let query = ClaimQuery {
                 worker: format!("worker-{worker}"),
-                ..query(7)
+                ..query(max)
             };
             let mut leases = Vec::new();
             loop {
@@ -1005,6 +1000,18 @@ async fn concurrent_claims_hand_each_operation_out_once(
             }
         });
     }
+    claimers
+}
+
+async fn concurrent_claims_hand_each_operation_out_once(
+    store: Arc<dyn Store>,
+    _clock: Arc<ManualClock>,
+) {
+    let mut submitted = HashSet::new();
+    for _ in 0..200 {
+        submitted.insert(submit_named(&*store, "t").await.id);
+    }
+    let mut claimers = claimers(&store, 8, 7);
     let mut leases = Vec::new();
     while let Some(batch) = claimers.join_next().await {
         leases.extend(batch.expect("claimer task"));
@@ -1037,24 +1044,7 @@ async fn cancels_racing_claims_never_cancel_a_handed_out_operation(
     for _ in 0..200 {
         ids.push(submit_named(&*store, "t").await.id);
     }
-    let mut claimers = tokio::task::JoinSet::new();
-    for worker in 0..4 {
-        let store = store.clone();
-        claimers.spawn(async move {
-            let query = ClaimQuery {
-                worker: format!("worker-{worker}"),
-                ..query(5)
-            };
-            let mut leases = Vec::new();
-            loop {
-                let batch = store.claim(&query).await.expect("claim");
-                if batch.is_empty() {
-                    return leases;
-                }
-                leases.extend(batch);
-            }
-        });
-    }
+    let mut claimers = claimers(&store, 4, 5);
     let mut cancellers = tokio::task::JoinSet::new();
     for chunk in ids.chunks(25) {
         let (store, chunk) = (store.clone(), chunk.to_vec());
