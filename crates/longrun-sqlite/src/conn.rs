@@ -77,6 +77,24 @@ fn closed() -> StoreError {
 /// A job for the writer thread, on its connection (`None` once closed).
 type Job = Box<dyn FnOnce(&mut Option<Connection>) + Send>;
 
+/// Puts the file in WAL mode. On a new file that other processes or stores open at the same
+/// moment, SQLite may answer "database is locked" at once, without waiting the busy timeout
+/// (the switch needs the file to itself): so this tries again until the busy timeout passes.
+fn wal_mode(conn: &Connection) -> rusqlite::Result<()> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            done => return done,
+        }
+    }
+}
+
 /// The single read-write connection, owned by a thread of its own that runs one job after the
 /// other. A job reaches it through a channel and answers through another: no thread is woken
 /// but the writer's, and the connection never changes threads.
@@ -92,8 +110,7 @@ impl WriteConn {
         wal: Arc<WalSize>,
     ) -> Result<Self, StoreError> {
         let mut conn = open_writable(path, durability).map_err(db)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(db)?;
+        wal_mode(&conn).map_err(db)?;
         // The checkpoint thread checkpoints (see `checkpoint`), not the writer's commits.
         conn.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(db)?;
