@@ -5,9 +5,10 @@
 //! entries with `FOR UPDATE SKIP LOCKED`, so concurrent claimers on any node never block each
 //! other nor take the same operation, and a claim reads only the rows it takes; it records how
 //! it started each operation in a narrow `running` row and leaves the operation's own row
-//! alone (see `row::Start`). After each commit the changes go to this node's subscribers and, by `pg_notify`,
-//! to the other nodes (see `listener`); each store `LISTEN`s and re-broadcasts to its local
-//! subscribers, so a long-poll on one node wakes for a change made through another.
+//! alone (see `row::Start`). After each commit the changes go to this node's subscribers and,
+//! by `pg_notify`, to the other nodes (see `listener`); each store `LISTEN`s and re-broadcasts
+//! to its local subscribers, so a long-poll on one node wakes for a change made through
+//! another.
 
 mod listener;
 mod pool;
@@ -373,20 +374,12 @@ impl Store for PgStore {
             tx.commit().await?;
             return Ok(vec![]);
         }
-        let mut started = row::start(&mut tx, &seqs, &query.worker, now, query.lease).await?;
+        let mut leases = row::start(&mut tx, &seqs, &query.worker, now, query.lease).await?;
         tx.commit().await?;
-        started.sort_by_key(|op| (std::cmp::Reverse(op.priority), op.seq));
-        self.announcer.announce(started.iter().map(change));
-        Ok(started
-            .into_iter()
-            .map(|operation| Lease {
-                lease_id: operation
-                    .execution_id
-                    .expect("a started operation has a lease"),
-                expires_at: now + query.lease,
-                operation,
-            })
-            .collect())
+        leases.sort_by_key(|l| (std::cmp::Reverse(l.operation.priority), l.operation.seq));
+        self.announcer
+            .announce(leases.iter().map(|l| change(&l.operation)));
+        Ok(leases)
     }
 
     async fn next_run_at(

@@ -35,15 +35,7 @@ pub(crate) fn spawn(pool: Pool) -> Reads {
 /// The operations among `ids` that exist, by id.
 async fn read(pool: &Pool, ids: &[Uuid]) -> Result<HashMap<Uuid, Operation>, StoreError> {
     let rows = pool
-        .fetch_all(|| {
-            sqlx::query(concat!(
-                row::select_operations!(),
-                " FROM operations o",
-                row::claims_of_o!(),
-                "WHERE o.id = ANY($1)"
-            ))
-            .bind(ids)
-        })
+        .fetch_all(|| sqlx::query(row::operations_where!("o.id = ANY($1)")).bind(ids))
         .await?;
     rows.iter()
         .map(|r| row::decode(r).map(|op| (op.id, op)))

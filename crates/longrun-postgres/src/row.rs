@@ -3,14 +3,14 @@
 //! entries in the narrow tables that stand for indexes on what changes (migrations 0004 and
 //! 0005): `ready` while it is pending (with its `run_at`), `running` while it runs (with its
 //! lease expiry), `finished` once it has ended (with its status and completion time).
-//! [`insert`], [`save`] and [`Start::record`] (a claim) are the only writers of those tables.
+//! [`insert`], [`save`] and [`start`] (a claim) are the only writers of those tables.
 //!
 //! A claim leaves the operation's row as it was and records its [`Start`] in the `running`
 //! row (migration 0006); every read of operations joins `running` ([`select_operations!`],
-//! [`claims_of_o!`]) and [`decode`] applies the start to a row it finds still at the version
+//! [`claims_of_o!`], [`operations_where!`]) and [`decode`] applies the start to a row it finds still at the version
 //! the claim started from.
 
-use longrun_core::{Idempotency, Operation, Status, StoreError};
+use longrun_core::{Idempotency, Lease, Operation, Status, StoreError};
 use std::collections::HashMap;
 
 use sqlx::{PgConnection, Row, postgres::PgRow};
@@ -35,6 +35,21 @@ macro_rules! claims_of_o {
     };
 }
 pub(crate) use claims_of_o;
+
+/// A read of the operations `o` (with their claims) that `$filter` (a `WHERE` clause and what
+/// follows it) picks.
+macro_rules! operations_where {
+    ($filter:literal) => {
+        concat!(
+            $crate::row::select_operations!(),
+            " FROM operations o",
+            $crate::row::claims_of_o!(),
+            "WHERE ",
+            $filter
+        )
+    };
+}
+pub(crate) use operations_where;
 
 /// Wraps a driver error.
 pub(crate) fn db(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
@@ -97,15 +112,15 @@ impl Start {
 
 /// Starts the pending operations `seqs`, whose `ready` entries the caller's transaction has
 /// taken, for `worker` at `at` for `lease_for`: records each start (with a new lease) in a new
-/// `running` row, with the version the operation's row is at, and returns the operations as
-/// started, in no particular order. Their rows of `operations` are not written.
+/// `running` row, with the version the operation's row is at, and returns their leases, in no
+/// particular order. Their rows of `operations` are not written.
 pub(crate) async fn start(
     conn: &mut PgConnection,
     seqs: &[i64],
     worker: &str,
     at: OffsetDateTime,
     lease_for: Duration,
-) -> Result<Vec<Operation>, StoreError> {
+) -> Result<Vec<Lease>, StoreError> {
     let leases: Vec<Uuid> = seqs.iter().map(|_| Uuid::now_v7()).collect();
     let nanos = |d: i128| i64::try_from(d).map_err(db);
     // The versions recorded and the bodies returned are read in the same statement.
@@ -135,15 +150,20 @@ pub(crate) async fn start(
     let lease_of: HashMap<i64, Uuid> = seqs.iter().copied().zip(leases).collect();
     rows.iter()
         .map(|row| {
-            let mut op = decode_stored(row)?;
+            let mut operation = decode_stored(row)?;
+            let lease_id = lease_of[&operation.seq];
             Start {
-                lease: lease_of[&op.seq],
+                lease: lease_id,
                 worker: worker.to_owned(),
                 at,
                 lease_for,
             }
-            .apply(&mut op)?;
-            Ok(op)
+            .apply(&mut operation)?;
+            Ok(Lease {
+                lease_id,
+                expires_at: at + lease_for,
+                operation,
+            })
         })
         .collect()
 }
@@ -153,16 +173,11 @@ pub(crate) async fn lock(
     conn: &mut PgConnection,
     id: Uuid,
 ) -> Result<Option<Operation>, StoreError> {
-    let row = sqlx::query(concat!(
-        select_operations!(),
-        " FROM operations o",
-        claims_of_o!(),
-        "WHERE o.id = $1 FOR UPDATE OF o"
-    ))
-    .bind(id)
-    .fetch_optional(conn)
-    .await
-    .map_err(db)?;
+    let row = sqlx::query(operations_where!("o.id = $1 FOR UPDATE OF o"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+        .map_err(db)?;
     row.as_ref().map(decode).transpose()
 }
 

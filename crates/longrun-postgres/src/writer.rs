@@ -228,11 +228,8 @@ async fn lock(tx: &mut PgConnection, ids: &[Uuid]) -> Result<HashMap<Uuid, Edite
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let rows = sqlx::query(concat!(
-        row::select_operations!(),
-        " FROM operations o",
-        row::claims_of_o!(),
-        "WHERE o.id = ANY($1) ORDER BY o.seq FOR UPDATE OF o"
+    let rows = sqlx::query(row::operations_where!(
+        "o.id = ANY($1) ORDER BY o.seq FOR UPDATE OF o"
     ))
     .bind(ids)
     .fetch_all(&mut *tx)
@@ -258,16 +255,11 @@ async fn lock(tx: &mut PgConnection, ids: &[Uuid]) -> Result<HashMap<Uuid, Edite
                 .collect();
         let claimed: Vec<i64> = pending.into_iter().filter(|s| !still.contains(s)).collect();
         if !claimed.is_empty() {
-            let rows = sqlx::query(concat!(
-                row::select_operations!(),
-                " FROM operations o",
-                row::claims_of_o!(),
-                "WHERE o.seq = ANY($1)"
-            ))
-            .bind(&claimed)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db)?;
+            let rows = sqlx::query(row::operations_where!("o.seq = ANY($1)"))
+                .bind(&claimed)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db)?;
             for r in &rows {
                 let op = row::decode(r)?;
                 ops.insert(op.id, op);
