@@ -6,6 +6,7 @@
 //! from the operation itself, and stores are reached only through the [`Store`] trait.
 
 pub mod batch;
+pub mod claim;
 pub mod clock;
 #[cfg(feature = "conformance")]
 pub mod conformance;

@@ -5,7 +5,7 @@
 //! entries with `FOR UPDATE SKIP LOCKED`, so concurrent claimers on any node never block each
 //! other nor take the same operation, and a claim reads only the rows it takes; it records how
 //! it started each operation in a narrow `running` row and leaves the operation's own row
-//! alone (see `row::Start`). After each commit the changes go to this node's subscribers and,
+//! alone (see `longrun_core::claim`). After each commit the changes go to this node's subscribers and,
 //! by `pg_notify`, to the other nodes (see `listener`); each store `LISTEN`s and re-broadcasts
 //! to its local subscribers, so a long-poll on one node wakes for a change made through
 //! another.
@@ -254,7 +254,7 @@ fn list_sql(status: Option<Status>) -> &'static str {
             "s.seq"
         ),
         // Every operation with a `running` row runs (its row may still say `pending`: see
-        // `row::Start`).
+        // `longrun_core::claim`).
         Some(Status::Running) => list!(
             "running s JOIN operations o ON o.seq = s.seq",
             "$1::text = 'running'",

@@ -10,6 +10,7 @@
 //! [`claims_of_o!`], [`operations_where!`]) and [`decode`] applies the start to a row it finds still at the version
 //! the claim started from.
 
+use longrun_core::claim::Start;
 use longrun_core::{Idempotency, Lease, Operation, Status, StoreError};
 use std::collections::HashMap;
 
@@ -70,7 +71,7 @@ pub(crate) fn decode_stored(row: &PgRow) -> Result<Operation, StoreError> {
 pub(crate) fn decode(row: &PgRow) -> Result<Operation, StoreError> {
     let mut op = decode_stored(row)?;
     let from: Option<i64> = row.try_get("claim_from_version").map_err(db)?;
-    if from == Some(op.version) {
+    if let Some(from) = from {
         let started_ns: i64 = row.try_get("claim_started_ns").map_err(db)?;
         let lease_ns: i64 = row.try_get("claim_lease_ns").map_err(db)?;
         let start = Start {
@@ -79,35 +80,13 @@ pub(crate) fn decode(row: &PgRow) -> Result<Operation, StoreError> {
             at: OffsetDateTime::from_unix_timestamp_nanos(started_ns.into()).map_err(db)?,
             lease_for: Duration::nanoseconds(lease_ns),
         };
-        // Only a pending operation starts (a failed transition changes nothing): should a
-        // `running` row ever outlive its claim, the operation reads as stored rather than
-        // failing every batch and page it is part of.
-        if let Err(e) = start.apply(&mut op) {
+        // Should a `running` row ever outlive its claim, the operation reads as stored rather
+        // than failing every batch and page it is part of.
+        if let Err(e) = start.replay(&mut op, from) {
             tracing::warn!(id = %op.id, error = %e, "a claim's running row does not fit its operation");
         }
     }
     Ok(op)
-}
-
-/// What a claim gave an operation's `start` transition; kept in its `running` row, so that
-/// the claim need not write the operation's row (see the module's comment).
-#[derive(Debug, Clone)]
-pub(crate) struct Start {
-    /// The lease (the attempt's execution id).
-    pub lease: Uuid,
-    /// The claiming worker.
-    pub worker: String,
-    /// When it started.
-    pub at: OffsetDateTime,
-    /// The lease's length.
-    pub lease_for: Duration,
-}
-
-impl Start {
-    /// Starts `op`, a pending operation as stored.
-    pub(crate) fn apply(&self, op: &mut Operation) -> Result<(), StoreError> {
-        Ok(op.start(self.lease, &self.worker, self.lease_for, self.at)?)
-    }
 }
 
 /// Starts the pending operations `seqs`, whose `ready` entries the caller's transaction has
@@ -150,20 +129,14 @@ pub(crate) async fn start(
     let lease_of: HashMap<i64, Uuid> = seqs.iter().copied().zip(leases).collect();
     rows.iter()
         .map(|row| {
-            let mut operation = decode_stored(row)?;
-            let lease_id = lease_of[&operation.seq];
-            Start {
-                lease: lease_id,
+            let operation = decode_stored(row)?;
+            Ok(Start {
+                lease: lease_of[&operation.seq],
                 worker: worker.to_owned(),
                 at,
                 lease_for,
             }
-            .apply(&mut operation)?;
-            Ok(Lease {
-                lease_id,
-                expires_at: at + lease_for,
-                operation,
-            })
+            .lease(operation)?)
         })
         .collect()
 }

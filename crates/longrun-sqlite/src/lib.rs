@@ -124,28 +124,42 @@ impl SqliteStore {
 }
 
 // The planner would rather use `operations_by_status` and sort every pending row; the hot
-// queries name their index (each an O(1) walk to the first match).
-const CLAIMABLE: &str = "SELECT seq, body FROM operations INDEXED BY operations_ready
-     WHERE status = 'pending' AND run_at <= ?1
-       AND (?2 = '[]' OR name IN (SELECT value FROM json_each(?2)))
-       AND (?3 = '[]' OR queue IN (SELECT value FROM json_each(?3)))
-     ORDER BY priority DESC, seq
+// queries name their index (each an O(1) walk to the first match, past the pending rows that
+// claims hold: the operations running now that no change has written out yet).
+const CLAIMABLE: &str = "SELECT o.seq, o.body FROM operations o INDEXED BY operations_ready
+     WHERE o.status = 'pending' AND o.run_at <= ?1
+       AND (?2 = '[]' OR o.name IN (SELECT value FROM json_each(?2)))
+       AND (?3 = '[]' OR o.queue IN (SELECT value FROM json_each(?3)))
+       AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.seq = o.seq)
+     ORDER BY o.priority DESC, o.seq
      LIMIT ?4";
 
-const NEXT_RUN_AT: &str = "SELECT MIN(run_at) FROM operations INDEXED BY operations_pending_run_at
-     WHERE status = 'pending'
-       AND (?1 = '[]' OR name IN (SELECT value FROM json_each(?1)))
-       AND (?2 = '[]' OR queue IN (SELECT value FROM json_each(?2)))";
+const NEXT_RUN_AT: &str = "SELECT MIN(o.run_at) FROM operations o
+       INDEXED BY operations_pending_run_at
+     WHERE o.status = 'pending'
+       AND (?1 = '[]' OR o.name IN (SELECT value FROM json_each(?1)))
+       AND (?2 = '[]' OR o.queue IN (SELECT value FROM json_each(?2)))
+       AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.seq = o.seq)";
 
-const LIST: &str = "SELECT seq, body FROM operations
-     WHERE (?1 IS NULL OR status = ?1)
-       AND (?2 IS NULL OR name = ?2)
-       AND (?3 IS NULL OR parent_id = ?3)
-       AND (?4 IS NULL OR root_id = ?4)
-       AND (?5 IS NULL OR customer = ?5)
-       AND (?6 IS NULL OR seq < ?6)
-     ORDER BY seq DESC
-     LIMIT ?7";
+// A row that a claim holds reads as running (see `row`).
+const LIST: &str = row::operations_where!(
+    "(?1 IS NULL OR ?1 = CASE WHEN c.from_version = o.version THEN 'running' ELSE o.status END)
+       AND (?2 IS NULL OR o.name = ?2)
+       AND (?3 IS NULL OR o.parent_id = ?3)
+       AND (?4 IS NULL OR o.root_id = ?4)
+       AND (?5 IS NULL OR o.customer = ?5)
+       AND (?6 IS NULL OR o.seq < ?6)
+     ORDER BY o.seq DESC
+     LIMIT ?7"
+);
+
+// Running operations whose lease ran out: those written out as running, and those a claim
+// holds.
+const EXPIRED: &str = row::operations_where!(
+    "o.seq IN (SELECT seq FROM operations WHERE status = 'running' AND lease_expires_at <= ?1
+               UNION ALL
+               SELECT seq FROM claims WHERE lease_expires_at <= ?1)"
+);
 
 fn json_list(items: &[String]) -> String {
     serde_json::to_string(items).expect("strings serialize")
@@ -221,7 +235,7 @@ impl Store for SqliteStore {
             .writer
             .transaction(move |tx| {
                 let now = clock.now();
-                let ready = row::query(
+                let ready = row::query_with(
                     tx,
                     CLAIMABLE,
                     params![
@@ -230,18 +244,9 @@ impl Store for SqliteStore {
                         json_list(&query.filter.queues),
                         query.max,
                     ],
+                    row::decode_stored,
                 )?;
-                let mut leases = Vec::with_capacity(ready.len());
-                for mut op in ready {
-                    let lease_id = Uuid::now_v7();
-                    op.start(lease_id, &query.worker, query.lease, now)?;
-                    row::save(tx, &op)?;
-                    leases.push(Lease {
-                        lease_id,
-                        expires_at: now + query.lease,
-                        operation: op,
-                    });
-                }
+                let leases = row::start(tx, ready, &query.worker, now, query.lease)?;
                 Ok(leases)
             })
             .await?;
@@ -274,12 +279,7 @@ impl Store for SqliteStore {
             .writer
             .transaction(move |tx| {
                 let now = clock.now();
-                let mut running = row::query(
-                    tx,
-                    "SELECT seq, body FROM operations
-                     WHERE status = 'running' AND lease_expires_at <= ?1",
-                    [micros(now)],
-                )?;
+                let mut running = row::query(tx, EXPIRED, [micros(now)])?;
                 for op in &mut running {
                     op.expire_lease(now)?;
                     row::save(tx, op)?;

@@ -9,10 +9,11 @@ use crate::conn::begin;
 use crate::row::db;
 
 /// Every migration, in order.
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     include_str!("../migrations/0001_operations.sql"),
     include_str!("../migrations/0002_api_keys.sql"),
     include_str!("../migrations/0003_claim_indexes.sql"),
+    include_str!("../migrations/0004_claims.sql"),
 ];
 
 /// Brings the schema up to date.
@@ -112,13 +113,14 @@ mod tests {
              VALUES (1, 'operations', TRUE, x'00', 1), (2, 'api keys', TRUE, x'00', 1);",
         )
         .unwrap();
-        migrate(&mut conn).expect("only the third migration is applied");
+        migrate(&mut conn).expect("only the later migrations are applied");
         assert_eq!(user_version(&conn), MIGRATIONS.len());
         assert_eq!(
             tables(&conn),
             [
                 "_sqlx_migrations",
                 "api_keys",
+                "claims",
                 "operations",
                 "sqlite_sequence"
             ]

@@ -1,10 +1,35 @@
 //! Mapping between an [`Operation`] and its row: the canonical JSON body plus the columns
 //! that queries filter, order and fence on.
+//!
+//! A claim leaves the operation's row as it was and records its [`Start`] in a `claims` row
+//! ([`start`], migration 0004); every read of operations joins `claims`
+//! ([`operations_where!`]) and [`decode`] applies the start to a row still at the version the
+//! claim started from. [`save`] writes the row out whole and deletes its `claims` row.
 
-use longrun_core::{Idempotency, Operation, StoreError};
+use longrun_core::claim::Start;
+use longrun_core::{Idempotency, Lease, Operation, StoreError};
 use rusqlite::{Connection, Params, Row, params};
-use time::OffsetDateTime;
+use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
+
+/// A read of the operations `o` that `$filter` (a `WHERE` clause and what follows it) picks:
+/// `seq`, the body, and the claim not yet written into the row, if any (`claims c`), in the
+/// columns [`decode`] reads; then the `$extra` columns, if given (from column 7 on).
+macro_rules! operations_where {
+    ($filter:literal) => {
+        $crate::row::operations_where!("", $filter)
+    };
+    ($extra:literal, $filter:literal) => {
+        concat!(
+            "SELECT o.seq, o.body, c.from_version, c.lease_id, c.worker, c.started_ns, c.lease_ns",
+            $extra,
+            " FROM operations o LEFT JOIN claims c ON c.seq = o.seq WHERE ",
+            $filter
+        )
+    };
+}
+pub(crate) use operations_where;
+
 
 /// Wraps a driver error.
 pub(crate) fn db(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
@@ -21,8 +46,8 @@ pub(crate) fn from_micros(us: i64) -> Result<OffsetDateTime, StoreError> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000).map_err(db)
 }
 
-/// Decodes a row of `(seq, body, ...)`.
-pub(crate) fn decode(row: &Row<'_>) -> Result<Operation, StoreError> {
+/// Decodes a row of `(seq, body, ...)` as it is stored.
+pub(crate) fn decode_stored(row: &Row<'_>) -> Result<Operation, StoreError> {
     let seq: i64 = row.get(0).map_err(db)?;
     let body = row.get_ref(1).map_err(db)?.as_str().map_err(db)?;
     let mut op: Operation = serde_json::from_str(body).map_err(db)?;
@@ -30,11 +55,35 @@ pub(crate) fn decode(row: &Row<'_>) -> Result<Operation, StoreError> {
     Ok(op)
 }
 
-/// The operations a query of `(seq, body)` rows returns, in its order.
-pub(crate) fn query(
+/// Decodes a row of [`operations_where!`]: the operation as it is, started by its claim if
+/// the row is still the one that claim started from.
+pub(crate) fn decode(row: &Row<'_>) -> Result<Operation, StoreError> {
+    let mut op = decode_stored(row)?;
+    let Some(from) = row.get::<_, Option<i64>>(2).map_err(db)? else {
+        return Ok(op);
+    };
+    let lease: String = row.get(3).map_err(db)?;
+    let start = Start {
+        lease: Uuid::parse_str(&lease).map_err(db)?,
+        worker: row.get(4).map_err(db)?,
+        at: OffsetDateTime::from_unix_timestamp_nanos(row.get::<_, i64>(5).map_err(db)?.into())
+            .map_err(db)?,
+        lease_for: Duration::nanoseconds(row.get(6).map_err(db)?),
+    };
+    // A `claims` row that does not fit its operation (only a bug could leave one) is logged
+    // and the operation read as stored, rather than failing every batch and page it is in.
+    if let Err(e) = start.replay(&mut op, from) {
+        tracing::warn!(id = %op.id, error = %e, "a claim does not fit its operation");
+    }
+    Ok(op)
+}
+
+/// The operations a query returns, in its order, decoded by `decode`.
+pub(crate) fn query_with(
     conn: &Connection,
     sql: &str,
     params: impl Params,
+    decode: impl Fn(&Row<'_>) -> Result<Operation, StoreError>,
 ) -> Result<Vec<Operation>, StoreError> {
     let mut stmt = conn.prepare_cached(sql).map_err(db)?;
     let mut rows = stmt.query(params).map_err(db)?;
@@ -45,14 +94,60 @@ pub(crate) fn query(
     Ok(ops)
 }
 
+/// The operations a query of [`operations_where!`] returns, in its order.
+pub(crate) fn query(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+) -> Result<Vec<Operation>, StoreError> {
+    query_with(conn, sql, params, decode)
+}
+
 /// The operation with this id.
 pub(crate) fn load(conn: &Connection, id: Uuid) -> Result<Option<Operation>, StoreError> {
-    let mut found = query(
-        conn,
-        "SELECT seq, body FROM operations WHERE id = ?1",
-        [id.to_string()],
-    )?;
+    let mut found = query(conn, operations_where!("o.id = ?1"), [id.to_string()])?;
     Ok(found.pop())
+}
+
+/// Starts the pending operations `ready` (as stored, without claims) for `start`'s worker,
+/// each under a new lease: records each start in a `claims` row and returns the leases.
+/// Their rows of `operations` are not written.
+pub(crate) fn start(
+    conn: &Connection,
+    ready: Vec<Operation>,
+    worker: &str,
+    at: OffsetDateTime,
+    lease_for: Duration,
+) -> Result<Vec<Lease>, StoreError> {
+    let nanos = |d: i128| i64::try_from(d).map_err(db);
+    let (started_ns, lease_ns) = (
+        nanos(at.unix_timestamp_nanos())?,
+        nanos(lease_for.whole_nanoseconds())?,
+    );
+    let mut stmt = conn
+        .prepare_cached(
+            "INSERT INTO claims (seq, from_version, lease_id, worker, started_ns, lease_ns,
+                                 lease_expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .map_err(db)?;
+    ready
+        .into_iter()
+        .map(|op| {
+            let start = Start::new(worker, at, lease_for);
+            stmt.execute(params![
+                op.seq,
+                op.version,
+                start.lease.to_string(),
+                worker,
+                started_ns,
+                lease_ns,
+                micros(start.expires_at()),
+            ])
+            .map_err(db)?;
+            Ok(start.lease(op)?)
+        })
+        .collect()
 }
 
 /// Inserts a new operation; returns its `seq`.
@@ -92,7 +187,8 @@ pub(crate) fn insert(
     .map_err(db)
 }
 
-/// Writes back an operation changed by one of its named transitions.
+/// Writes back an operation changed by one of its named transitions; its claim, if one was
+/// not yet written into the row, now is.
 pub(crate) fn save(conn: &Connection, op: &Operation) -> Result<(), StoreError> {
     let body = serde_json::to_string(op).map_err(db)?;
     let mut stmt = conn
@@ -113,5 +209,8 @@ pub(crate) fn save(conn: &Connection, op: &Operation) -> Result<(), StoreError> 
         op.seq,
     ])
     .map_err(db)?;
+    conn.prepare_cached("DELETE FROM claims WHERE seq = ?1")
+        .and_then(|mut stmt| stmt.execute([op.seq]))
+        .map_err(db)?;
     Ok(())
 }

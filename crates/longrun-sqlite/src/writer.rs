@@ -101,14 +101,14 @@ fn submit(
 ) -> Result<Submitted, StoreError> {
     if let Some(idem) = &new.idempotency {
         let mut stmt = conn
-            .prepare_cached(
-                "SELECT seq, body, idempotency_fingerprint FROM operations
-                 WHERE customer = ?1 AND idempotency_key = ?2",
-            )
+            .prepare_cached(row::operations_where!(
+                ", o.idempotency_fingerprint",
+                "o.customer = ?1 AND o.idempotency_key = ?2"
+            ))
             .map_err(db)?;
         let mut rows = stmt.query((new.owner.customer, &idem.key)).map_err(db)?;
         if let Some(existing) = rows.next().map_err(db)? {
-            let fingerprint: Option<String> = existing.get(2).map_err(db)?;
+            let fingerprint: Option<String> = existing.get(7).map_err(db)?;
             if fingerprint.as_deref() != Some(idem.fingerprint.as_str()) {
                 return Err(StoreError::IdempotencyMismatch(idem.key.clone()));
             }

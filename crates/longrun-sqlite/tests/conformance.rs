@@ -8,7 +8,7 @@ use std::sync::Arc;
 use longrun_core::conformance::StoreFactory;
 use longrun_core::{
     ClaimFilter, ClaimQuery, Clock, Completion, Idempotency, ListQuery, ManualClock, NewOperation,
-    Status, Store,
+    Progress, Status, Store,
 };
 use longrun_sqlite::SqliteStore;
 use tempfile::TempDir;
@@ -338,4 +338,105 @@ async fn the_wal_stays_small_under_writes_that_never_pause() {
         "the WAL file grew to {size} bytes while {APPENDED} were written"
     );
     store.close().await;
+}
+
+/// What the file holds for the one operation: its row's status and version, and whether a
+/// claim not yet written into the row holds it.
+fn stored(factory: &Sqlite) -> (String, i64, bool) {
+    let conn = rusqlite::Connection::open(factory.0.path().join("longrun.db")).expect("open");
+    conn.query_row(
+        "SELECT status, version, EXISTS (SELECT 1 FROM claims) FROM operations",
+        [],
+        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+    )
+    .expect("the row")
+}
+
+/// A claim writes a narrow `claims` row, not the operation's row; reads show the operation
+/// running all the same, and its next change writes the row out.
+#[tokio::test]
+async fn a_claim_leaves_the_row_of_its_operation_as_it_was() {
+    let factory = Sqlite::new();
+    let clock = clock();
+    let store = factory.fresh(clock.clone()).await;
+    let submitted = store
+        .submit(NewOperation::named("a"))
+        .await
+        .expect("submit")
+        .operation;
+    let lease = store
+        .claim(&claim_query(1))
+        .await
+        .expect("claim")
+        .pop()
+        .expect("a lease");
+    assert_eq!(
+        stored(&factory),
+        ("pending".into(), submitted.version, true)
+    );
+    let read = store.get(submitted.id).await.expect("get").expect("found");
+    assert_eq!(read, lease.operation, "read as the claim handed it out");
+    assert_eq!(read.status, Status::Running);
+    let listed = |status| {
+        let store = store.clone();
+        async move {
+            let query = ListQuery {
+                status: Some(status),
+                limit: 10,
+                ..ListQuery::default()
+            };
+            store.list(&query).await.expect("list").operations
+        }
+    };
+    assert_eq!(listed(Status::Running).await, vec![read.clone()]);
+    assert_eq!(listed(Status::Pending).await, vec![]);
+    assert!(store.claim(&claim_query(1)).await.expect("claim").is_empty());
+    let any = ClaimFilter::default();
+    assert_eq!(store.next_run_at(&any).await.expect("next_run_at"), None);
+
+    clock.advance(Duration::seconds(1));
+    store
+        .heartbeat(
+            submitted.id,
+            lease.lease_id,
+            Duration::minutes(5),
+            Progress::default(),
+        )
+        .await
+        .expect("heartbeat");
+    let now = store.get(submitted.id).await.expect("get").expect("found");
+    assert_eq!(now.version, lease.operation.version + 1);
+    assert_eq!(now.execution_id, Some(lease.lease_id));
+    assert_eq!(stored(&factory), ("running".into(), now.version, false));
+}
+
+/// A lease that runs out while only its claim holds the operation is expired like any other,
+/// and the operation's row is written out.
+#[tokio::test]
+async fn an_expired_claim_is_written_out() {
+    let factory = Sqlite::new();
+    let clock = clock();
+    let store = factory.fresh(clock.clone()).await;
+    let submitted = store
+        .submit(NewOperation::named("a"))
+        .await
+        .expect("submit")
+        .operation;
+    let lease = store
+        .claim(&claim_query(1))
+        .await
+        .expect("claim")
+        .pop()
+        .expect("a lease");
+    clock.advance(Duration::seconds(29));
+    assert_eq!(store.expire_leases().await.expect("expire"), 0);
+    clock.advance(Duration::seconds(1));
+    assert_eq!(store.expire_leases().await.expect("expire"), 1);
+    let now = store.get(submitted.id).await.expect("get").expect("found");
+    assert_eq!(now.status, Status::Pending, "to be retried");
+    assert_eq!(now.version, lease.operation.version + 1);
+    assert_eq!(stored(&factory), ("pending".into(), now.version, false));
+    clock.advance(now.run_at - clock.now());
+    let again = store.claim(&claim_query(1)).await.expect("claim");
+    assert_eq!(again.len(), 1, "claimed again once due");
 }
