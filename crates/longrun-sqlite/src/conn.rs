@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use longrun_core::StoreError;
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
 use crate::Durability;
@@ -39,7 +40,7 @@ const STATEMENT_CACHE: usize = 32;
 const MAX_IDLE_READERS: usize = 8;
 
 /// Opens a connection with the per-connection settings: the busy timeout, `synchronous` by
-/// `durability`, reads through a shared memory map (instead of copying pages into each
+/// `durability`, one plan per statement, reads through a shared memory map (instead of copying pages into each
 /// connection's cache, which other connections' commits invalidate), no foreign keys. The page
 /// cache stays at SQLite's small default: a big one per connection is costly to truncate every
 /// time another connection commits.
@@ -47,6 +48,11 @@ fn open(path: &Path, flags: OpenFlags, durability: Durability) -> rusqlite::Resu
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    // One plan per statement whatever its parameters. Otherwise, once the file has statistics
+    // (`ANALYZE`, which SQLite recommends running now and then), SQLite prepares a statement
+    // again for every new binding of a parameter that its plan might depend on: a status read
+    // and a claim then spend longer planning than running.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     let synchronous = match durability {
         Durability::Normal => "NORMAL",
         Durability::Full => "FULL",
@@ -237,5 +243,58 @@ impl Readers {
     pub(crate) fn close(&self) {
         let idle = lock(&self.idle).take();
         drop(idle);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::{StatementStatus, params};
+
+    use super::*;
+    use crate::row::operations_where;
+
+    /// Once a file has statistics, SQLite would prepare a statement again for each new value
+    /// of a parameter its plan might depend on (a status read by id, a claim's time): the
+    /// connections keep one plan per statement instead.
+    #[test]
+    fn statements_keep_their_plan_on_a_file_with_statistics() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_writable(&dir.path().join("db"), Durability::Normal).unwrap();
+        crate::migrate::migrate(&mut conn).unwrap();
+        conn.execute_batch(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000)
+             INSERT INTO operations (id, name, queue, priority, status, run_at, root_id,
+                                     customer, created_by, version, body)
+             SELECT 'id' || i, 'n' || (i % 5), 'q', 0,
+                    CASE i % 3 WHEN 0 THEN 'pending' WHEN 1 THEN 'running' ELSE 'failed' END,
+                    i, 'r', 0, 0, 1, '{}'
+             FROM n;
+             INSERT INTO claims SELECT seq, 1, 'l', 'w', 1, 1, 1 FROM operations WHERE seq % 7 = 0;
+             ANALYZE;",
+        )
+        .unwrap();
+        let by_id = operations_where!("o.id = ?1");
+        let mut stmt = conn.prepare(by_id).unwrap();
+        for i in 1..=50 {
+            stmt.query_row([format!("id{i}")], |_| Ok(())).unwrap();
+        }
+        assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0, "{by_id}");
+        let mut stmt = conn.prepare(crate::CLAIMABLE).unwrap();
+        for i in 0..50 {
+            stmt.query(params![i, "[]", "[]", 10])
+                .unwrap()
+                .next()
+                .unwrap();
+        }
+        assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0, "the claim");
+        let mut stmt = conn.prepare(crate::LIST).unwrap();
+        for i in 0..50 {
+            let name = format!("n{}", i % 5);
+            stmt.query(params!["pending", name, None::<String>, None::<String>, None::<i64>, i, 10])
+                .unwrap()
+                .next()
+                .unwrap();
+        }
+        assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0, "the list");
     }
 }

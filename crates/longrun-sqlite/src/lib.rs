@@ -126,7 +126,7 @@ impl SqliteStore {
 // The planner would rather use `operations_by_status` and sort every pending row; the hot
 // queries name their index (each an O(1) walk to the first match, past the pending rows that
 // claims hold: the operations running now that no change has written out yet).
-const CLAIMABLE: &str = "SELECT o.seq, o.body FROM operations o INDEXED BY operations_ready
+pub(crate) const CLAIMABLE: &str = "SELECT o.seq, o.body FROM operations o INDEXED BY operations_ready
      WHERE o.status = 'pending' AND o.run_at <= ?1
        AND (?2 = '[]' OR o.name IN (SELECT value FROM json_each(?2)))
        AND (?3 = '[]' OR o.queue IN (SELECT value FROM json_each(?3)))
@@ -142,7 +142,7 @@ const NEXT_RUN_AT: &str = "SELECT MIN(o.run_at) FROM operations o
        AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.seq = o.seq)";
 
 // A row that a claim holds reads as running (see `row`).
-const LIST: &str = row::operations_where!(
+pub(crate) const LIST: &str = row::operations_where!(
     "(?1 IS NULL OR ?1 = CASE WHEN c.from_version = o.version THEN 'running' ELSE o.status END)
        AND (?2 IS NULL OR o.name = ?2)
        AND (?3 IS NULL OR o.parent_id = ?3)

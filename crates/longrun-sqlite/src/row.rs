@@ -214,3 +214,4 @@ pub(crate) fn save(conn: &Connection, op: &Operation) -> Result<(), StoreError> 
         .map_err(db)?;
     Ok(())
 }
+
