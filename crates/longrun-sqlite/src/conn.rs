@@ -290,10 +290,18 @@ mod tests {
         let mut stmt = conn.prepare(crate::LIST).unwrap();
         for i in 0..50 {
             let name = format!("n{}", i % 5);
-            stmt.query(params!["pending", name, None::<String>, None::<String>, None::<i64>, i, 10])
-                .unwrap()
-                .next()
-                .unwrap();
+            stmt.query(params![
+                "pending",
+                name,
+                None::<String>,
+                None::<String>,
+                None::<i64>,
+                i,
+                10
+            ])
+            .unwrap()
+            .next()
+            .unwrap();
         }
         assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0, "the list");
     }

@@ -126,7 +126,8 @@ impl SqliteStore {
 // The planner would rather use `operations_by_status` and sort every pending row; the hot
 // queries name their index (each an O(1) walk to the first match, past the pending rows that
 // claims hold: the operations running now that no change has written out yet).
-pub(crate) const CLAIMABLE: &str = "SELECT o.seq, o.body FROM operations o INDEXED BY operations_ready
+pub(crate) const CLAIMABLE: &str =
+    "SELECT o.seq, o.body FROM operations o INDEXED BY operations_ready
      WHERE o.status = 'pending' AND o.run_at <= ?1
        AND (?2 = '[]' OR o.name IN (SELECT value FROM json_each(?2)))
        AND (?3 = '[]' OR o.queue IN (SELECT value FROM json_each(?3)))

@@ -30,7 +30,6 @@ macro_rules! operations_where {
 }
 pub(crate) use operations_where;
 
-
 /// Wraps a driver error.
 pub(crate) fn db(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
     StoreError::database(e)
@@ -214,4 +213,3 @@ pub(crate) fn save(conn: &Connection, op: &Operation) -> Result<(), StoreError> 
         .map_err(db)?;
     Ok(())
 }
-

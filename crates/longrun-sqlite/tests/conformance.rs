@@ -390,7 +390,13 @@ async fn a_claim_leaves_the_row_of_its_operation_as_it_was() {
     };
     assert_eq!(listed(Status::Running).await, vec![read.clone()]);
     assert_eq!(listed(Status::Pending).await, vec![]);
-    assert!(store.claim(&claim_query(1)).await.expect("claim").is_empty());
+    assert!(
+        store
+            .claim(&claim_query(1))
+            .await
+            .expect("claim")
+            .is_empty()
+    );
     let any = ClaimFilter::default();
     assert_eq!(store.next_run_at(&any).await.expect("next_run_at"), None);
 
