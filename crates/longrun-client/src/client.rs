@@ -5,7 +5,8 @@ use std::time::Duration;
 use longrun_core::views::View;
 use longrun_core::wire::{
     BatchSubmitRequest, ClaimRequest, ClaimResponse, CompleteRequest, FailRequest,
-    HeartbeatRequest, HeartbeatResponse, OperationList, ReleaseRequest, SubmitRequest,
+    HeartbeatRequest, HeartbeatResponse, OperationList, ReleaseRequest, ReportsRequest,
+    ReportsResponse, SubmitRequest,
 };
 use longrun_core::{Operation, Status};
 use reqwest::header::{ACCEPT, IF_NONE_MATCH, RETRY_AFTER};
@@ -316,6 +317,14 @@ impl Client {
             .operation(Method::POST, id, Some("release"))
             .json(&ReleaseRequest { lease_id });
         decode(builder.send().await?, "an operation").await
+    }
+
+    /// `POST /v1/workers/reports`: many reports in one request, each answered on its own.
+    pub async fn reports(&self, request: &ReportsRequest) -> Result<ReportsResponse, ClientError> {
+        let builder = self
+            .request(Method::POST, &["v1", "workers", "reports"])
+            .json(request);
+        decode(builder.send().await?, "a reports response").await
     }
 
     fn url(&self, segments: &[&str]) -> Url {

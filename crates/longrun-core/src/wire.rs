@@ -244,6 +244,60 @@ pub struct FailRequest {
     pub retryable: bool,
 }
 
+/// Most reports in one `POST /v1/workers/reports`.
+pub const MAX_REPORTS: usize = 1000;
+
+/// `POST /v1/workers/reports`: reports on many leases in one request, each recorded as its own
+/// `POST /v1/operations/{id}/complete`, `/fail` or `/release` would record it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReportsRequest {
+    /// The reports, answered in this order.
+    #[schema(min_items = 1, max_items = 1000)]
+    pub reports: Vec<LeaseReport>,
+}
+
+/// One report of [`ReportsRequest`]: the operation, and exactly one of `complete`, `fail` and
+/// `release`, with the body that route takes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LeaseReport {
+    /// The operation.
+    pub id: Uuid,
+    /// The attempt succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub complete: Option<CompleteRequest>,
+    /// The attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail: Option<FailRequest>,
+    /// The operation goes back unfinished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<ReleaseRequest>,
+}
+
+/// The answer to [`ReportsRequest`]: one result per report, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportsResponse {
+    /// The results, in the order of the reports.
+    pub results: Vec<ReportResult>,
+}
+
+/// How one report went: `204` when it was recorded, else the status and RFC 9457 problem
+/// that its own route would have answered (nothing was changed for it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportResult {
+    /// The operation.
+    pub id: Uuid,
+    /// `204`, or the problem's status.
+    pub status: u16,
+    /// Why the report was not recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub problem: Option<Value>,
+}
+
 /// `POST /v1/operations/{id}/release`: give a leased operation back unfinished.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -1122,7 +1122,7 @@ mod operations {
 mod workers {
     use std::time::{Duration, Instant};
 
-    use axum::http::StatusCode;
+    use axum::http::{Method, StatusCode};
     use longrun_server::{ServerConfig, spawn_maintenance};
     use serde_json::json;
     use tokio_util::sync::CancellationToken;
@@ -1195,6 +1195,128 @@ mod workers {
             .json();
         assert_eq!(task["status"], "COMPLETED");
         assert_eq!(task["celery_task_id"], lease);
+    }
+
+    /// With `Prefer: return=minimal` a report is recorded all the same and answered `204`
+    /// without the operation.
+    #[tokio::test]
+    async fn reports_preferring_return_minimal_get_no_operation_back() {
+        let app = TestApp::new().await;
+        let minimal = [("prefer", "return=minimal")];
+        let report = |id: String, action: &'static str, body: serde_json::Value| {
+            let app = &app;
+            async move {
+                let uri = format!("/v1/operations/{id}/{action}");
+                let reply = app.call(Method::POST, &uri, Some(body), &minimal).await;
+                assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text());
+                assert!(reply.body.is_empty());
+                assert_eq!(reply.header("preference-applied"), Some("return=minimal"));
+                app.operation(&id).await
+            }
+        };
+        let error = json!({"type": "ValueError", "message": "no"});
+        for (name, action, body, status) in [
+            (
+                "done",
+                "complete",
+                json!({"result": {"ok": true}}),
+                "succeeded",
+            ),
+            (
+                "broken",
+                "fail",
+                json!({"error": error, "retryable": false}),
+                "failed",
+            ),
+            ("back", "release", json!({}), "pending"),
+        ] {
+            let op = app.submit_named(name).await;
+            let id = op["id"].as_str().unwrap().to_owned();
+            let (lease, _) = app.claim_one(name).await;
+            let mut body = body;
+            body["leaseId"] = json!(lease);
+            let now = report(id, action, body).await;
+            assert_eq!(now["status"], status, "{action}");
+        }
+        // A stale lease is still a problem, not a silent 204.
+        let op = app.submit_named("stale").await;
+        let id = op["id"].as_str().unwrap();
+        app.claim_one("stale").await;
+        let stale = app
+            .call(
+                Method::POST,
+                &format!("/v1/operations/{id}/complete"),
+                Some(json!({"leaseId": uuid::Uuid::now_v7()})),
+                &minimal,
+            )
+            .await;
+        stale.problem(StatusCode::CONFLICT, "/problems/stale-lease");
+    }
+
+    /// `POST /v1/workers/reports` records each report as its own route would, and answers
+    /// each in order; one report's problem leaves the others recorded.
+    #[tokio::test]
+    async fn many_reports_go_in_one_request_and_are_answered_one_by_one() {
+        let app = TestApp::new().await;
+        let mut leased = Vec::new();
+        for name in ["done", "broken", "back", "stale", "unclear"] {
+            let op = app.submit_named(name).await;
+            let (lease, _) = app.claim_one(name).await;
+            leased.push((op["id"].as_str().unwrap().to_owned(), lease));
+        }
+        let [done, broken, back, stale, unclear] = &leased[..] else {
+            unreachable!()
+        };
+        let error = json!({"type": "ValueError", "message": "no"});
+        let reply = app
+            .post(
+                "/v1/workers/reports",
+                json!({"reports": [
+                    {"id": done.0, "complete": {"leaseId": done.1, "result": {"ok": true}}},
+                    {"id": broken.0, "fail": {"leaseId": broken.1, "error": error, "retryable": false}},
+                    {"id": back.0, "release": {"leaseId": back.1}},
+                    {"id": stale.0, "complete": {"leaseId": uuid::Uuid::now_v7()}},
+                    {"id": unclear.0, "complete": {"leaseId": unclear.1}, "release": {"leaseId": unclear.1}},
+                ]}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        let results = reply.json()["results"].as_array().unwrap().clone();
+        let answered: Vec<_> = results
+            .iter()
+            .map(|r| (r["id"].as_str().unwrap(), r["status"].as_u64().unwrap()))
+            .collect();
+        assert_eq!(
+            answered,
+            [
+                (done.0.as_str(), 204),
+                (broken.0.as_str(), 204),
+                (back.0.as_str(), 204),
+                (stale.0.as_str(), 409),
+                (unclear.0.as_str(), 422),
+            ]
+        );
+        assert_eq!(results[3]["problem"]["type"], "/problems/stale-lease");
+        assert_eq!(results[4]["problem"]["status"], 422);
+        let status = |id: &str| {
+            let app = &app;
+            let id = id.to_owned();
+            async move { app.operation(&id).await["status"].clone() }
+        };
+        assert_eq!(status(&done.0).await, "succeeded");
+        assert_eq!(app.operation(&done.0).await["result"], json!({"ok": true}));
+        assert_eq!(status(&broken.0).await, "failed");
+        assert_eq!(status(&back.0).await, "pending");
+        assert_eq!(status(&stale.0).await, "running");
+        assert_eq!(status(&unclear.0).await, "running");
+
+        let empty = app
+            .post("/v1/workers/reports", json!({"reports": []}))
+            .await;
+        empty.problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/problems/validation-failed",
+        );
     }
 
     #[tokio::test]

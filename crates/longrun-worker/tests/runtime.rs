@@ -916,21 +916,47 @@ async fn cancellation_kills_the_command_and_its_children() {
     worker.shutdown().await;
 }
 
+/// A longrun server on loopback for `h`'s store, with `config`.
+struct RemoteServer {
+    url: String,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl RemoteServer {
+    async fn start(h: &Harness, config: longrun_server::ServerConfig) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::on(listener, h, config)
+    }
+
+    fn on(
+        listener: tokio::net::TcpListener,
+        h: &Harness,
+        config: longrun_server::ServerConfig,
+    ) -> Self {
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let state = longrun_server::AppState {
+            store: h.store.clone(),
+            config: Arc::new(config),
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(longrun_server::serve(listener, state, async {
+            let _ = stopped.await;
+        }));
+        Self { url, stop, task }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_http_backend_runs_handlers_against_a_remote_server() {
     let h = Harness::new().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let state = longrun_server::AppState {
-        store: h.store.clone(),
-        config: Arc::new(longrun_server::ServerConfig::default()),
-    };
-    let (stop_server, server_stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(longrun_server::serve(listener, state, async {
-        let _ = server_stopped.await;
-    }));
-
-    let client = longrun_client::Client::new(&url).unwrap();
+    let server = RemoteServer::start(&h, longrun_server::ServerConfig::default()).await;
+    let client = longrun_client::Client::new(&server.url).unwrap();
     let backend = Arc::new(HttpBackend::new(client.clone()));
     let saw_cancel = Arc::new(AtomicBool::new(false));
     let registry = cooperative(saw_cancel.clone())
@@ -994,8 +1020,7 @@ async fn the_http_backend_runs_handlers_against_a_remote_server() {
     assert!(saw_cancel.load(Ordering::SeqCst));
 
     worker.shutdown().await;
-    let _ = stop_server.send(());
-    server.await.unwrap().unwrap();
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1017,14 +1042,7 @@ async fn a_worker_survives_an_unreachable_server_and_resumes_when_it_is_back() {
     );
 
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-    let state = longrun_server::AppState {
-        store: h.store.clone(),
-        config: Arc::new(longrun_server::ServerConfig::default()),
-    };
-    let (stop_server, server_stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(longrun_server::serve(listener, state, async {
-        let _ = server_stopped.await;
-    }));
+    let server = RemoteServer::on(listener, &h, longrun_server::ServerConfig::default());
     let done = h
         .wait_for(
             op.id,
@@ -1035,6 +1053,72 @@ async fn a_worker_survives_an_unreachable_server_and_resumes_when_it_is_back() {
     assert_eq!(done.result, Some(json!("served")));
 
     worker.shutdown().await;
-    let _ = stop_server.send(());
-    server.await.unwrap().unwrap();
+    server.stop().await;
+}
+
+/// Reports sent together are answered each on its own, and those the server refuses as a
+/// request (here: one result nested too deep for a batch, and more bytes together than the
+/// server takes in one body) still reach it one by one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reports_the_server_refuses_together_go_one_by_one() {
+    let h = Harness::new().await;
+    let config = longrun_server::ServerConfig {
+        body_limit_bytes: 300 * 1024,
+        ..Default::default()
+    };
+    let server = RemoteServer::start(&h, config).await;
+    let backend = HttpBackend::new(longrun_client::Client::new(&server.url).unwrap());
+    let mut deep = json!("bottom");
+    for _ in 0..29 {
+        deep = json!([deep]);
+    }
+    let big = json!("x".repeat(200 * 1024));
+    let results = [json!("small"), deep, big.clone(), big, json!("stale")];
+    let mut ops = vec![];
+    for _ in &results {
+        ops.push(h.submit("report", json!({}), 0).await);
+    }
+    let claim = ClaimRequest {
+        worker: "w".into(),
+        names: vec!["report".into()],
+        queues: vec![],
+        max: 10,
+        lease_secs: 60,
+        wait_secs: 0,
+    };
+    let leases = backend.claim(&claim).await.unwrap();
+    assert_eq!(leases.len(), results.len());
+    let reports = leases.iter().zip(&results).map(|(lease, result)| {
+        let stale = result == &json!("stale");
+        let request = CompleteRequest {
+            lease_id: if stale {
+                Uuid::now_v7()
+            } else {
+                lease.lease_id
+            },
+            result: Some(result.clone()),
+            ..Default::default()
+        };
+        let (backend, id) = (&backend, lease.operation.id);
+        async move { (id, backend.complete(id, &request).await) }
+    });
+    for ((id, reported), result) in futures::future::join_all(reports)
+        .await
+        .into_iter()
+        .zip(&results)
+    {
+        let stored = h.store.get(id).await.unwrap().unwrap();
+        if result == &json!("stale") {
+            assert!(
+                matches!(reported, Err(BackendError::LeaseLost(_))),
+                "{reported:?}"
+            );
+            assert_eq!(stored.status, Status::Running);
+        } else {
+            assert_eq!(reported, Ok(()));
+            assert_eq!(stored.status, Status::Succeeded);
+            assert_eq!(stored.result.as_ref(), Some(result));
+        }
+    }
+    server.stop().await;
 }

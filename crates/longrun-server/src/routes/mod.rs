@@ -31,6 +31,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(workers::complete))
         .routes(routes!(workers::fail))
         .routes(routes!(workers::release))
+        .routes(routes!(workers::reports))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
 }

@@ -8,12 +8,15 @@
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use futures::future::join_all;
 use longrun_core::views::View;
 use longrun_core::waiting::claim_or_wait;
 use longrun_core::wire::{
     ClaimRequest, ClaimResponse, CompleteRequest, FailRequest, HeartbeatRequest, HeartbeatResponse,
-    LeaseGrant, ReleaseRequest,
+    LeaseGrant, LeaseReport, MAX_REPORTS, ReleaseRequest, ReportResult, ReportsRequest,
+    ReportsResponse,
 };
 use longrun_core::{
     ClaimFilter, ClaimQuery, Completion, Failure, Operation, OperationError, Progress,
@@ -26,8 +29,10 @@ use crate::config::ServerConfig;
 use crate::error::{ApiError, Problem};
 use crate::extract::{JsonBody, OperationId};
 use crate::limits;
+use crate::prefer::{PREFERENCE_APPLIED, ReturnMinimal};
 use crate::shutdown::Shutdown;
 use longrun_core::validate;
+use uuid::Uuid;
 
 /// Lease length of a heartbeat that does not say.
 const DEFAULT_LEASE_SECS: u32 = 30;
@@ -165,10 +170,16 @@ pub async fn heartbeat(
     post,
     path = "/v1/operations/{id}/complete",
     tag = "workers",
-    params(("id" = uuid::Uuid, Path, description = "Operation id.")),
+    params(
+        ("id" = uuid::Uuid, Path, description = "Operation id."),
+        ("Prefer" = Option<String>, Header, description = "`return=minimal`: answer `204` without the operation."),
+    ),
     request_body = CompleteRequest,
     responses(
         (status = 200, description = "Recorded; the operation, now succeeded.", body = Operation),
+        (status = 204, description = "Recorded (`Prefer: return=minimal`).", headers(
+            ("Preference-Applied" = String, description = "`return=minimal`."),
+        )),
         (status = 400, description = "Malformed JSON.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such operation.", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The lease is no longer current, or the attempt was already reported; nothing was changed.", body = Problem, content_type = "application/problem+json"),
@@ -182,25 +193,13 @@ pub async fn complete(
     caller: Caller,
     State(state): State<AppState>,
     base: BaseUrl,
+    minimal: ReturnMinimal,
     OperationId(id): OperationId,
     JsonBody(request): JsonBody<CompleteRequest>,
 ) -> Result<Response, ApiError> {
     caller.allow(Action::Work)?;
-    limits::check_size(
-        "result",
-        request.result.as_ref(),
-        state.config.max_field_bytes,
-    )?;
-    let completion = Completion {
-        result: request.result,
-        result_url: request.result_url,
-        resources: request.resources,
-    };
-    let op = state
-        .store
-        .complete(id, request.lease_id, completion)
-        .await?;
-    Ok(canonical(&op, &base))
+    let op = record(&state, id, Outcome::Complete(request)).await?;
+    Ok(answer(&op, &base, minimal))
 }
 
 /// Report a failed attempt.
@@ -212,10 +211,16 @@ pub async fn complete(
     post,
     path = "/v1/operations/{id}/fail",
     tag = "workers",
-    params(("id" = uuid::Uuid, Path, description = "Operation id.")),
+    params(
+        ("id" = uuid::Uuid, Path, description = "Operation id."),
+        ("Prefer" = Option<String>, Header, description = "`return=minimal`: answer `204` without the operation."),
+    ),
     request_body = FailRequest,
     responses(
         (status = 200, description = "Recorded; the operation, now pending (retry), failed or cancelled.", body = Operation),
+        (status = 204, description = "Recorded (`Prefer: return=minimal`).", headers(
+            ("Preference-Applied" = String, description = "`return=minimal`."),
+        )),
         (status = 400, description = "Malformed JSON.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such operation.", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The lease is no longer current, or the attempt was already reported; nothing was changed.", body = Problem, content_type = "application/problem+json"),
@@ -229,30 +234,13 @@ pub async fn fail(
     caller: Caller,
     State(state): State<AppState>,
     base: BaseUrl,
+    minimal: ReturnMinimal,
     OperationId(id): OperationId,
     JsonBody(request): JsonBody<FailRequest>,
 ) -> Result<Response, ApiError> {
     caller.allow(Action::Work)?;
-    validate::text(
-        "error.type",
-        &request.error.error_type,
-        validate::MAX_NAME_CHARS,
-        true,
-    )?;
-    if let Some(code) = &request.error.code {
-        validate::name("error.code", code)?;
-    }
-    let error = OperationError {
-        code: request.error.code.unwrap_or_else(|| "error".into()),
-        error_type: request.error.error_type,
-        message: request.error.message,
-    };
-    let failure = Failure {
-        error,
-        retryable: request.retryable,
-    };
-    let op = state.store.fail(id, request.lease_id, failure).await?;
-    Ok(canonical(&op, &base))
+    let op = record(&state, id, Outcome::Fail(request)).await?;
+    Ok(answer(&op, &base, minimal))
 }
 
 /// Give a leased operation back unfinished.
@@ -263,10 +251,16 @@ pub async fn fail(
     post,
     path = "/v1/operations/{id}/release",
     tag = "workers",
-    params(("id" = uuid::Uuid, Path, description = "Operation id.")),
+    params(
+        ("id" = uuid::Uuid, Path, description = "Operation id."),
+        ("Prefer" = Option<String>, Header, description = "`return=minimal`: answer `204` without the operation."),
+    ),
     request_body = ReleaseRequest,
     responses(
         (status = 200, description = "Released; the operation, now pending (or cancelled).", body = Operation),
+        (status = 204, description = "Released (`Prefer: return=minimal`).", headers(
+            ("Preference-Applied" = String, description = "`return=minimal`."),
+        )),
         (status = 400, description = "Malformed JSON.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such operation.", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The lease is no longer current; nothing was changed.", body = Problem, content_type = "application/problem+json"),
@@ -280,15 +274,139 @@ pub async fn release(
     caller: Caller,
     State(state): State<AppState>,
     base: BaseUrl,
+    minimal: ReturnMinimal,
     OperationId(id): OperationId,
     JsonBody(request): JsonBody<ReleaseRequest>,
 ) -> Result<Response, ApiError> {
     caller.allow(Action::Work)?;
-    let op = state.store.release(id, request.lease_id).await?;
-    Ok(canonical(&op, &base))
+    let op = record(&state, id, Outcome::Release(request)).await?;
+    Ok(answer(&op, &base, minimal))
 }
 
-/// The canonical operation (absolute `resultUrl`), as a worker report answers it.
-fn canonical(op: &Operation, base: &BaseUrl) -> Response {
+/// Report on many leases at once.
+///
+/// Each report is validated and recorded as its own `complete`, `fail` or `release` route
+/// would, independently of the others, and answered in order: `204` when recorded, else the
+/// status and problem that route would have answered. Reports that arrive together share the
+/// store's transactions, so a worker with many short tasks in flight spends one request on
+/// many of them. At most 1000 reports.
+#[utoipa::path(
+    post,
+    path = "/v1/workers/reports",
+    tag = "workers",
+    request_body = ReportsRequest,
+    responses(
+        (status = 200, description = "One result per report, in order.", body = ReportsResponse),
+        (status = 400, description = "Malformed JSON.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over the size limit.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body not sent as `application/json`.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No reports, or more than 1000.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn reports(
+    caller: Caller,
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<ReportsRequest>,
+) -> Result<axum::Json<ReportsResponse>, ApiError> {
+    caller.allow(Action::Work)?;
+    validate::range("reports", request.reports.len(), 1, MAX_REPORTS)?;
+    let state = &state;
+    let results = join_all(request.reports.into_iter().map(|report| async move {
+        let id = report.id;
+        let recorded = match Outcome::of(report) {
+            Ok(outcome) => record(state, id, outcome).await.map(drop),
+            Err(e) => Err(e),
+        };
+        match recorded {
+            Ok(()) => ReportResult {
+                id,
+                status: StatusCode::NO_CONTENT.as_u16(),
+                problem: None,
+            },
+            Err(e) => {
+                let problem = e.problem();
+                ReportResult {
+                    id,
+                    status: problem.status,
+                    problem: serde_json::to_value(problem).ok(),
+                }
+            }
+        }
+    }))
+    .await;
+    Ok(axum::Json(ReportsResponse { results }))
+}
+
+/// What a worker reports about its attempt.
+enum Outcome {
+    Complete(CompleteRequest),
+    Fail(FailRequest),
+    Release(ReleaseRequest),
+}
+
+impl Outcome {
+    /// The one outcome a report of `POST /v1/workers/reports` names.
+    fn of(report: LeaseReport) -> Result<Self, ApiError> {
+        match (report.complete, report.fail, report.release) {
+            (Some(request), None, None) => Ok(Self::Complete(request)),
+            (None, Some(request), None) => Ok(Self::Fail(request)),
+            (None, None, Some(request)) => Ok(Self::Release(request)),
+            _ => Err(ApiError::invalid(
+                "a report names exactly one of `complete`, `fail` and `release`",
+            )),
+        }
+    }
+}
+
+/// Validates a report as its route does and records it.
+async fn record(state: &AppState, id: Uuid, outcome: Outcome) -> Result<Operation, ApiError> {
+    let store = &*state.store;
+    match outcome {
+        Outcome::Complete(request) => {
+            limits::check_size(
+                "result",
+                request.result.as_ref(),
+                state.config.max_field_bytes,
+            )?;
+            let completion = Completion {
+                result: request.result,
+                result_url: request.result_url,
+                resources: request.resources,
+            };
+            Ok(store.complete(id, request.lease_id, completion).await?)
+        }
+        Outcome::Fail(request) => {
+            validate::text(
+                "error.type",
+                &request.error.error_type,
+                validate::MAX_NAME_CHARS,
+                true,
+            )?;
+            if let Some(code) = &request.error.code {
+                validate::name("error.code", code)?;
+            }
+            let error = OperationError {
+                code: request.error.code.unwrap_or_else(|| "error".into()),
+                error_type: request.error.error_type,
+                message: request.error.message,
+            };
+            let failure = Failure {
+                error,
+                retryable: request.retryable,
+            };
+            Ok(store.fail(id, request.lease_id, failure).await?)
+        }
+        Outcome::Release(request) => Ok(store.release(id, request.lease_id).await?),
+    }
+}
+
+/// A worker report's answer: the canonical operation (absolute `resultUrl`), or nothing when
+/// the worker prefers `return=minimal` (it rarely needs the operation back).
+fn answer(op: &Operation, base: &BaseUrl, minimal: ReturnMinimal) -> Response {
+    if minimal.0 {
+        let applied = [(PREFERENCE_APPLIED.clone(), ReturnMinimal::APPLIED)];
+        return (StatusCode::NO_CONTENT, applied).into_response();
+    }
     axum::Json(View::Operation.render(op, &base.0)).into_response()
 }
