@@ -1253,18 +1253,19 @@ mod workers {
         stale.problem(StatusCode::CONFLICT, "/problems/stale-lease");
     }
 
-    /// `POST /v1/workers/reports` records each report as its own route would, and answers
-    /// each in order; one report's problem leaves the others recorded.
+    /// `POST /v1/workers/reports` records each report as its own route would and answers each
+    /// in order; a stale lease leaves the others recorded, while an invalid report refuses
+    /// the whole request before anything is recorded.
     #[tokio::test]
     async fn many_reports_go_in_one_request_and_are_answered_one_by_one() {
         let app = TestApp::new().await;
         let mut leased = Vec::new();
-        for name in ["done", "broken", "back", "stale", "unclear"] {
+        for name in ["done", "broken", "back", "stale", "later"] {
             let op = app.submit_named(name).await;
             let (lease, _) = app.claim_one(name).await;
             leased.push((op["id"].as_str().unwrap().to_owned(), lease));
         }
-        let [done, broken, back, stale, unclear] = &leased[..] else {
+        let [done, broken, back, stale, later] = &leased[..] else {
             unreachable!()
         };
         let error = json!({"type": "ValueError", "message": "no"});
@@ -1276,7 +1277,6 @@ mod workers {
                     {"id": broken.0, "fail": {"leaseId": broken.1, "error": error, "retryable": false}},
                     {"id": back.0, "release": {"leaseId": back.1}},
                     {"id": stale.0, "complete": {"leaseId": uuid::Uuid::now_v7()}},
-                    {"id": unclear.0, "complete": {"leaseId": unclear.1}, "release": {"leaseId": unclear.1}},
                 ]}),
             )
             .await;
@@ -1293,11 +1293,9 @@ mod workers {
                 (broken.0.as_str(), 204),
                 (back.0.as_str(), 204),
                 (stale.0.as_str(), 409),
-                (unclear.0.as_str(), 422),
             ]
         );
         assert_eq!(results[3]["problem"]["type"], "/problems/stale-lease");
-        assert_eq!(results[4]["problem"]["status"], 422);
         let status = |id: &str| {
             let app = &app;
             let id = id.to_owned();
@@ -1308,8 +1306,22 @@ mod workers {
         assert_eq!(status(&broken.0).await, "failed");
         assert_eq!(status(&back.0).await, "pending");
         assert_eq!(status(&stale.0).await, "running");
-        assert_eq!(status(&unclear.0).await, "running");
 
+        let refused = app
+            .post(
+                "/v1/workers/reports",
+                json!({"reports": [
+                    {"id": later.0, "complete": {"leaseId": later.1}},
+                    {"id": stale.0, "complete": {"leaseId": stale.1}, "release": {"leaseId": stale.1}},
+                ]}),
+            )
+            .await;
+        let problem = refused.problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/problems/validation-failed",
+        );
+        assert_eq!(problem["pointer"], "/reports/1");
+        assert_eq!(status(&later.0).await, "running", "nothing was recorded");
         let empty = app
             .post("/v1/workers/reports", json!({"reports": []}))
             .await;

@@ -19,7 +19,8 @@ use longrun_core::wire::{
     ReportsResponse,
 };
 use longrun_core::{
-    ClaimFilter, ClaimQuery, Completion, Failure, Operation, OperationError, Progress,
+    ClaimFilter, ClaimQuery, Completion, Failure, Operation, OperationError, Progress, Store,
+    StoreError,
 };
 
 use crate::AppState;
@@ -285,11 +286,12 @@ pub async fn release(
 
 /// Report on many leases at once.
 ///
-/// Each report is validated and recorded as its own `complete`, `fail` or `release` route
-/// would, independently of the others, and answered in order: `204` when recorded, else the
-/// status and problem that route would have answered. Reports that arrive together share the
-/// store's transactions, so a worker with many short tasks in flight spends one request on
-/// many of them. At most 1000 reports.
+/// Each report is recorded as its own `complete`, `fail` or `release` route would,
+/// independently of the others, and answered in order: `204` when recorded, else the status
+/// and problem that route would have answered (a stale lease, an operation gone). An invalid
+/// report refuses the whole request (`422` naming it) before anything is recorded. Reports
+/// that arrive together share the store's transactions, so a worker with many short tasks in
+/// flight spends one request on many of them. At most 1000 reports.
 #[utoipa::path(
     post,
     path = "/v1/workers/reports",
@@ -300,7 +302,7 @@ pub async fn release(
         (status = 400, description = "Malformed JSON.", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over the size limit.", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body not sent as `application/json`.", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "No reports, or more than 1000.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No reports, more than 1000, or an invalid one (named by `pointer`); nothing was recorded.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable.", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -311,21 +313,28 @@ pub async fn reports(
 ) -> Result<axum::Json<ReportsResponse>, ApiError> {
     caller.allow(Action::Work)?;
     validate::range("reports", request.reports.len(), 1, MAX_REPORTS)?;
-    let state = &state;
-    let results = join_all(request.reports.into_iter().map(|report| async move {
-        let id = report.id;
-        let recorded = match Outcome::of(report) {
-            Ok(outcome) => record(state, id, outcome).await.map(drop),
-            Err(e) => Err(e),
-        };
-        match recorded {
-            Ok(()) => ReportResult {
+    let checked = request
+        .reports
+        .into_iter()
+        .enumerate()
+        .map(|(i, report)| {
+            let id = report.id;
+            Outcome::of(report)
+                .and_then(|outcome| outcome.check(&state.config))
+                .map(|report| (id, report))
+                .map_err(|e| e.at(&format!("reports[{i}]"), &format!("/reports/{i}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let store = &*state.store;
+    let results = join_all(checked.into_iter().map(|(id, report)| async move {
+        match report.record(store, id).await {
+            Ok(_) => ReportResult {
                 id,
                 status: StatusCode::NO_CONTENT.as_u16(),
                 problem: None,
             },
             Err(e) => {
-                let problem = e.problem();
+                let problem = ApiError::from(e).problem();
                 ReportResult {
                     id,
                     status: problem.status,
@@ -338,7 +347,7 @@ pub async fn reports(
     Ok(axum::Json(ReportsResponse { results }))
 }
 
-/// What a worker reports about its attempt.
+/// What a worker reports about its attempt, as sent.
 enum Outcome {
     Complete(CompleteRequest),
     Fail(FailRequest),
@@ -357,48 +366,66 @@ impl Outcome {
             )),
         }
     }
+
+    /// Validates the report as its route does.
+    fn check(self, config: &ServerConfig) -> Result<Report, ApiError> {
+        Ok(match self {
+            Outcome::Complete(request) => {
+                limits::check_size("result", request.result.as_ref(), config.max_field_bytes)?;
+                let completion = Completion {
+                    result: request.result,
+                    result_url: request.result_url,
+                    resources: request.resources,
+                };
+                Report::Complete(request.lease_id, completion)
+            }
+            Outcome::Fail(request) => {
+                validate::text(
+                    "error.type",
+                    &request.error.error_type,
+                    validate::MAX_NAME_CHARS,
+                    true,
+                )?;
+                if let Some(code) = &request.error.code {
+                    validate::name("error.code", code)?;
+                }
+                let error = OperationError {
+                    code: request.error.code.unwrap_or_else(|| "error".into()),
+                    error_type: request.error.error_type,
+                    message: request.error.message,
+                };
+                let failure = Failure {
+                    error,
+                    retryable: request.retryable,
+                };
+                Report::Fail(request.lease_id, failure)
+            }
+            Outcome::Release(request) => Report::Release(request.lease_id),
+        })
+    }
+}
+
+/// A valid report under a lease, ready for the store.
+enum Report {
+    Complete(Uuid, Completion),
+    Fail(Uuid, Failure),
+    Release(Uuid),
+}
+
+impl Report {
+    async fn record(self, store: &dyn Store, id: Uuid) -> Result<Operation, StoreError> {
+        match self {
+            Report::Complete(lease, completion) => store.complete(id, lease, completion).await,
+            Report::Fail(lease, failure) => store.fail(id, lease, failure).await,
+            Report::Release(lease) => store.release(id, lease).await,
+        }
+    }
 }
 
 /// Validates a report as its route does and records it.
 async fn record(state: &AppState, id: Uuid, outcome: Outcome) -> Result<Operation, ApiError> {
-    let store = &*state.store;
-    match outcome {
-        Outcome::Complete(request) => {
-            limits::check_size(
-                "result",
-                request.result.as_ref(),
-                state.config.max_field_bytes,
-            )?;
-            let completion = Completion {
-                result: request.result,
-                result_url: request.result_url,
-                resources: request.resources,
-            };
-            Ok(store.complete(id, request.lease_id, completion).await?)
-        }
-        Outcome::Fail(request) => {
-            validate::text(
-                "error.type",
-                &request.error.error_type,
-                validate::MAX_NAME_CHARS,
-                true,
-            )?;
-            if let Some(code) = &request.error.code {
-                validate::name("error.code", code)?;
-            }
-            let error = OperationError {
-                code: request.error.code.unwrap_or_else(|| "error".into()),
-                error_type: request.error.error_type,
-                message: request.error.message,
-            };
-            let failure = Failure {
-                error,
-                retryable: request.retryable,
-            };
-            Ok(store.fail(id, request.lease_id, failure).await?)
-        }
-        Outcome::Release(request) => Ok(store.release(id, request.lease_id).await?),
-    }
+    let report = outcome.check(&state.config)?;
+    Ok(report.record(&*state.store, id).await?)
 }
 
 /// A worker report's answer: the canonical operation (absolute `resultUrl`), or nothing when
