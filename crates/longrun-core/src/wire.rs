@@ -2,10 +2,16 @@
 //!
 //! Requests reject unknown fields, so a misspelt option is an error rather than ignored.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
+use utoipa::openapi::schema::{
+    AdditionalProperties, KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type,
+};
+use utoipa::openapi::{Ref, RefOr};
 use uuid::Uuid;
 
 use crate::{Meta, Operation, Resource};
@@ -259,20 +265,95 @@ pub struct ReportsRequest {
 
 /// One report of [`ReportsRequest`]: the operation, and exactly one of `complete`, `fail` and
 /// `release`, with the body that route takes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct LeaseReport {
-    /// The operation.
-    pub id: Uuid,
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(
+    untagged,
+    deny_unknown_fields,
+    expecting = "a report: `id` and exactly one of `complete`, `fail` and `release`, each the body of its route"
+)]
+pub enum LeaseReport {
     /// The attempt succeeded.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub complete: Option<CompleteRequest>,
+    Complete {
+        /// The operation.
+        id: Uuid,
+        /// As `POST /v1/operations/{id}/complete` takes it.
+        complete: CompleteRequest,
+    },
     /// The attempt failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fail: Option<FailRequest>,
+    Fail {
+        /// The operation.
+        id: Uuid,
+        /// As `POST /v1/operations/{id}/fail` takes it.
+        fail: FailRequest,
+    },
     /// The operation goes back unfinished.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub release: Option<ReleaseRequest>,
+    Release {
+        /// The operation.
+        id: Uuid,
+        /// As `POST /v1/operations/{id}/release` takes it.
+        release: ReleaseRequest,
+    },
+}
+
+impl LeaseReport {
+    /// The operation reported on.
+    pub fn id(&self) -> Uuid {
+        match self {
+            Self::Complete { id, .. } | Self::Fail { id, .. } | Self::Release { id, .. } => *id,
+        }
+    }
+}
+
+// Written out because the schema must say what the untagged enum accepts: one of three closed
+// objects, each with `id` and its one outcome.
+impl utoipa::PartialSchema for LeaseReport {
+    fn schema() -> RefOr<Schema> {
+        let report = |outcome: &str, body: Cow<'static, str>, what: &str| {
+            ObjectBuilder::new()
+                .description(Some(format!(
+                    "The attempt {what}: `{outcome}` is the body of `POST /v1/operations/{{id}}/{outcome}`."
+                )))
+                .property(
+                    "id",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)))
+                        .description(Some("The operation.")),
+                )
+                .required("id")
+                .property(outcome, Ref::from_schema_name(body))
+                .required(outcome)
+                .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+        };
+        OneOfBuilder::new()
+            .item(report("complete", CompleteRequest::name(), "succeeded"))
+            .item(report("fail", FailRequest::name(), "failed"))
+            .item(report(
+                "release",
+                ReleaseRequest::name(),
+                "goes back unfinished",
+            ))
+            .description(Some(
+                "One report: the operation and exactly one of `complete`, `fail` and `release`.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for LeaseReport {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("LeaseReport")
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        fn add<T: ToSchema>(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+            schemas.push((T::name().into_owned(), T::schema()));
+            T::schemas(schemas);
+        }
+        add::<CompleteRequest>(schemas);
+        add::<FailRequest>(schemas);
+        add::<ReleaseRequest>(schemas);
+    }
 }
 
 /// The answer to [`ReportsRequest`]: one result per report, in order.

@@ -1320,7 +1320,11 @@ mod workers {
             StatusCode::UNPROCESSABLE_ENTITY,
             "/problems/validation-failed",
         );
-        assert_eq!(problem["pointer"], "/reports/1");
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("reports[1]: a report: `id` and exactly one of"),
+            "{detail}"
+        );
         assert_eq!(status(&later.0).await, "running", "nothing was recorded");
         let empty = app
             .post("/v1/workers/reports", json!({"reports": []}))

@@ -75,41 +75,31 @@ impl Backend for HttpBackend {
     }
 
     async fn complete(&self, id: Uuid, request: &CompleteRequest) -> Result<(), BackendError> {
-        self.report(LeaseReport {
-            complete: Some(request.clone()),
-            ..report_on(id)
+        self.report(LeaseReport::Complete {
+            id,
+            complete: request.clone(),
         })
         .await
     }
 
     async fn fail(&self, id: Uuid, request: &FailRequest) -> Result<(), BackendError> {
-        self.report(LeaseReport {
-            fail: Some(request.clone()),
-            ..report_on(id)
+        self.report(LeaseReport::Fail {
+            id,
+            fail: request.clone(),
         })
         .await
     }
 
     async fn release(&self, id: Uuid, lease_id: Uuid) -> Result<(), BackendError> {
-        self.report(LeaseReport {
-            release: Some(ReleaseRequest { lease_id }),
-            ..report_on(id)
+        self.report(LeaseReport::Release {
+            id,
+            release: ReleaseRequest { lease_id },
         })
         .await
     }
 
     async fn submit(&self, request: &SubmitRequest) -> Result<Operation, BackendError> {
         self.client.submit(request, None).await.map_err(to_backend)
-    }
-}
-
-/// A report on `id` that says nothing yet.
-fn report_on(id: Uuid) -> LeaseReport {
-    LeaseReport {
-        id,
-        complete: None,
-        fail: None,
-        release: None,
     }
 }
 
@@ -167,19 +157,9 @@ async fn send_chunk(client: &Client, reports: Vec<LeaseReport>) -> Vec<Result<()
 /// A report on its own route.
 async fn send_one(client: &Client, report: &LeaseReport) -> Result<(), BackendError> {
     let sent = match report {
-        LeaseReport {
-            complete: Some(request),
-            ..
-        } => client.complete(report.id, request).await,
-        LeaseReport {
-            fail: Some(request),
-            ..
-        } => client.fail(report.id, request).await,
-        LeaseReport {
-            release: Some(request),
-            ..
-        } => client.release(report.id, request.lease_id).await,
-        _ => unreachable!("every report the backend makes names its outcome"),
+        LeaseReport::Complete { id, complete } => client.complete(*id, complete).await,
+        LeaseReport::Fail { id, fail } => client.fail(*id, fail).await,
+        LeaseReport::Release { id, release } => client.release(*id, release.lease_id).await,
     };
     sent.map(drop).map_err(report_error)
 }

@@ -318,9 +318,9 @@ pub async fn reports(
         .into_iter()
         .enumerate()
         .map(|(i, report)| {
-            let id = report.id;
-            Outcome::of(report)
-                .and_then(|outcome| outcome.check(&state.config))
+            let id = report.id();
+            Outcome::from(report)
+                .check(&state.config)
                 .map(|report| (id, report))
                 .map_err(|e| e.at(&format!("reports[{i}]"), &format!("/reports/{i}")))
         })
@@ -354,19 +354,17 @@ enum Outcome {
     Release(ReleaseRequest),
 }
 
-impl Outcome {
-    /// The one outcome a report of `POST /v1/workers/reports` names.
-    fn of(report: LeaseReport) -> Result<Self, ApiError> {
-        match (report.complete, report.fail, report.release) {
-            (Some(request), None, None) => Ok(Self::Complete(request)),
-            (None, Some(request), None) => Ok(Self::Fail(request)),
-            (None, None, Some(request)) => Ok(Self::Release(request)),
-            _ => Err(ApiError::invalid(
-                "a report names exactly one of `complete`, `fail` and `release`",
-            )),
+impl From<LeaseReport> for Outcome {
+    fn from(report: LeaseReport) -> Self {
+        match report {
+            LeaseReport::Complete { complete, .. } => Self::Complete(complete),
+            LeaseReport::Fail { fail, .. } => Self::Fail(fail),
+            LeaseReport::Release { release, .. } => Self::Release(release),
         }
     }
+}
 
+impl Outcome {
     /// Validates the report as its route does.
     fn check(self, config: &ServerConfig) -> Result<Report, ApiError> {
         Ok(match self {
