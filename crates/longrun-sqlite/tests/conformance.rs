@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use longrun_core::conformance::StoreFactory;
 use longrun_core::{
-    ClaimFilter, ClaimQuery, Clock, Completion, Idempotency, ListQuery, ManualClock, NewOperation,
-    Progress, Status, Store,
+    ClaimFilter, ClaimQuery, Clock, Completion, Idempotency, Lease, ListQuery, ManualClock,
+    NewOperation, Operation, Progress, Status, Store,
 };
 use longrun_sqlite::SqliteStore;
 use tempfile::TempDir;
@@ -352,13 +352,8 @@ fn stored(factory: &Sqlite) -> (String, i64, bool) {
     .expect("the row")
 }
 
-/// A claim writes a narrow `claims` row, not the operation's row; reads show the operation
-/// running all the same, and its next change writes the row out.
-#[tokio::test]
-async fn a_claim_leaves_the_row_of_its_operation_as_it_was() {
-    let factory = Sqlite::new();
-    let clock = clock();
-    let store = factory.fresh(clock.clone()).await;
+/// Submits an operation and claims it.
+async fn submitted_and_claimed(store: &dyn Store) -> (Operation, Lease) {
     let submitted = store
         .submit(NewOperation::named("a"))
         .await
@@ -370,6 +365,17 @@ async fn a_claim_leaves_the_row_of_its_operation_as_it_was() {
         .expect("claim")
         .pop()
         .expect("a lease");
+    (submitted, lease)
+}
+
+/// A claim writes a narrow `claims` row, not the operation's row; reads show the operation
+/// running all the same, and its next change writes the row out.
+#[tokio::test]
+async fn a_claim_leaves_the_row_of_its_operation_as_it_was() {
+    let factory = Sqlite::new();
+    let clock = clock();
+    let store = factory.fresh(clock.clone()).await;
+    let (submitted, lease) = submitted_and_claimed(&*store).await;
     assert_eq!(
         stored(&factory),
         ("pending".into(), submitted.version, true)
@@ -423,17 +429,7 @@ async fn an_expired_claim_is_written_out() {
     let factory = Sqlite::new();
     let clock = clock();
     let store = factory.fresh(clock.clone()).await;
-    let submitted = store
-        .submit(NewOperation::named("a"))
-        .await
-        .expect("submit")
-        .operation;
-    let lease = store
-        .claim(&claim_query(1))
-        .await
-        .expect("claim")
-        .pop()
-        .expect("a lease");
+    let (submitted, lease) = submitted_and_claimed(&*store).await;
     clock.advance(Duration::seconds(29));
     assert_eq!(store.expire_leases().await.expect("expire"), 0);
     clock.advance(Duration::seconds(1));
