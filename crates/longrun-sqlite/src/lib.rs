@@ -22,9 +22,9 @@ use std::{path::PathBuf, sync::Arc};
 use async_trait::async_trait;
 use longrun_core::{
     ApiKey, Change, ClaimFilter, ClaimQuery, Clock, Lease, ListQuery, NewKey, NewOperation,
-    Operation, Page, Store, StoreError, Submitted, SystemClock, Token,
+    Operation, Page, Status, Store, StoreError, Submitted, SystemClock, Token,
 };
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{OptionalExtension, ToSql, params};
 use time::OffsetDateTime;
 use tokio::sync::broadcast;
 use uuid::Uuid;
@@ -142,17 +142,36 @@ const NEXT_RUN_AT: &str = "SELECT MIN(o.run_at) FROM operations o
        AND (?2 = '[]' OR o.queue IN (SELECT value FROM json_each(?2)))
        AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.seq = o.seq)";
 
-// A row that a claim holds reads as running (see `row`).
-pub(crate) const LIST: &str = row::operations_where!(
-    "(?1 IS NULL OR ?1 = CASE WHEN c.from_version = o.version THEN 'running' ELSE o.status END)
-       AND (?2 IS NULL OR o.name = ?2)
-       AND (?3 IS NULL OR o.parent_id = ?3)
-       AND (?4 IS NULL OR o.root_id = ?4)
-       AND (?5 IS NULL OR o.customer = ?5)
-       AND (?6 IS NULL OR o.seq < ?6)
-     ORDER BY o.seq DESC
-     LIMIT ?7"
-);
+/// The read of a page of [`ListQuery`]: only the filters it has, so that SQLite walks the
+/// index of one of them (`(name, seq)`, `(status, seq)`, ...) newest first instead of the whole
+/// table. A row that a claim holds reads as running (see `row`).
+fn list_sql(query: &ListQuery) -> String {
+    let mut sql = String::from(row::operations_where!("TRUE"));
+    for (present, filter) in [
+        (query.name.is_some(), " AND o.name = :name"),
+        (query.parent_id.is_some(), " AND o.parent_id = :parent"),
+        (query.root_id.is_some(), " AND o.root_id = :root"),
+        (query.customer.is_some(), " AND o.customer = :customer"),
+        (query.before_seq.is_some(), " AND o.seq < :before"),
+    ] {
+        if present {
+            sql.push_str(filter);
+        }
+    }
+    sql.push_str(match query.status {
+        None => "",
+        // Claimed rows still say `pending`: they are among the running, not the pending.
+        Some(Status::Pending) => " AND o.status = 'pending' AND c.seq IS NULL",
+        Some(Status::Running) => {
+            " AND o.seq IN (SELECT seq FROM operations WHERE status = 'running'
+                            UNION ALL SELECT seq FROM claims)
+              AND (o.status = 'running' OR c.from_version = o.version)"
+        }
+        Some(_) => " AND o.status = :status",
+    });
+    sql.push_str(" ORDER BY o.seq DESC LIMIT :limit");
+    sql
+}
 
 // Running operations whose lease ran out: those written out as running, and those a claim
 // holds.
@@ -177,21 +196,35 @@ impl Store for SqliteStore {
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
-        let operations = self.readers.read(|conn| {
-            row::query(
-                conn,
-                LIST,
-                params![
-                    query.status.map(|s| s.as_str()),
-                    query.name.as_deref(),
-                    query.parent_id.map(|id| id.to_string()),
-                    query.root_id.map(|id| id.to_string()),
-                    query.customer,
-                    query.before_seq,
-                    query.fetch_limit(),
-                ],
-            )
-        })?;
+        let (parent, root) = (
+            query.parent_id.map(|id| id.to_string()),
+            query.root_id.map(|id| id.to_string()),
+        );
+        let status = query.status.map(|s| s.as_str());
+        let limit = query.fetch_limit();
+        let sql = list_sql(query);
+        let params: Vec<(&str, &dyn ToSql)> = [
+            (":name", query.name.as_ref().map(|v| v as &dyn ToSql)),
+            (":parent", parent.as_ref().map(|v| v as &dyn ToSql)),
+            (":root", root.as_ref().map(|v| v as &dyn ToSql)),
+            (
+                ":customer",
+                query.customer.as_ref().map(|v| v as &dyn ToSql),
+            ),
+            (
+                ":before",
+                query.before_seq.as_ref().map(|v| v as &dyn ToSql),
+            ),
+            (":status", status.as_ref().map(|v| v as &dyn ToSql)),
+            (":limit", Some(&limit as &dyn ToSql)),
+        ]
+        .into_iter()
+        // Only the parameters the statement names.
+        .filter_map(|(name, value)| Some((name, value?)).filter(|_| sql.contains(name)))
+        .collect();
+        let operations = self
+            .readers
+            .read(|conn| row::query(conn, &sql, params.as_slice()))?;
         Ok(Page::from_fetched(operations, query))
     }
 
@@ -405,5 +438,77 @@ impl Store for SqliteStore {
                 .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)))
                 .map_err(db)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every filter of a list walks an index newest first: none reads the whole table.
+    #[test]
+    fn each_list_filter_walks_an_index() {
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        migrate::migrate(&mut conn).unwrap();
+        let one = ListQuery {
+            limit: 10,
+            ..ListQuery::default()
+        };
+        let filtered = [
+            ListQuery {
+                name: Some("n".into()),
+                ..one.clone()
+            },
+            ListQuery {
+                parent_id: Some(Uuid::nil()),
+                ..one.clone()
+            },
+            ListQuery {
+                root_id: Some(Uuid::nil()),
+                ..one.clone()
+            },
+            ListQuery {
+                customer: Some(1),
+                ..one.clone()
+            },
+            ListQuery {
+                status: Some(Status::Pending),
+                ..one.clone()
+            },
+            ListQuery {
+                status: Some(Status::Running),
+                ..one.clone()
+            },
+            ListQuery {
+                status: Some(Status::Failed),
+                customer: Some(1),
+                before_seq: Some(100),
+                ..one.clone()
+            },
+        ];
+        for query in &filtered {
+            let sql = list_sql(query);
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let plan: Vec<String> = stmt
+                .query_map(
+                    rusqlite::named_params! {
+                        ":name": "n", ":parent": "p", ":root": "r", ":customer": 1,
+                        ":before": 100, ":status": "failed", ":limit": 10,
+                    }
+                    .iter()
+                    .filter(|(name, _)| sql.contains(name))
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .as_slice(),
+                    |row| row.get(3),
+                )
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert!(
+                !plan.iter().any(|step| step == "SCAN o"),
+                "{query:?} reads the whole table: {plan:?}"
+            );
+        }
     }
 }
