@@ -161,7 +161,7 @@ fn list_sql(query: &ListQuery) -> String {
     sql.push_str(match query.status {
         None => "",
         // Claimed rows still say `pending`: they are among the running, not the pending.
-        Some(Status::Pending) => " AND o.status = 'pending' AND c.seq IS NULL",
+        Some(Status::Pending) => " AND o.status = 'pending' AND c.from_version IS NOT o.version",
         Some(Status::Running) => {
             " AND o.seq IN (SELECT seq FROM operations WHERE status = 'running'
                             UNION ALL SELECT seq FROM claims)
