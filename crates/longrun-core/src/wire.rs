@@ -346,14 +346,17 @@ impl ToSchema for LeaseReport {
     }
 
     fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
-        fn add<T: ToSchema>(schemas: &mut Vec<(String, RefOr<Schema>)>) {
-            schemas.push((T::name().into_owned(), T::schema()));
-            T::schemas(schemas);
-        }
-        add::<CompleteRequest>(schemas);
-        add::<FailRequest>(schemas);
-        add::<ReleaseRequest>(schemas);
+        add_schema::<CompleteRequest>(schemas);
+        add_schema::<FailRequest>(schemas);
+        add_schema::<ReleaseRequest>(schemas);
     }
+}
+
+/// Adds `T`'s schema and those it refers to, for a hand-written [`ToSchema::schemas`] whose
+/// schema refers to `T`.
+pub fn add_schema<T: ToSchema>(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+    schemas.push((T::name().into_owned(), T::schema()));
+    T::schemas(schemas);
 }
 
 /// The answer to [`ReportsRequest`]: one result per report, in order.

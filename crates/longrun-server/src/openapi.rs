@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use longrun_core::views::{
     AsyncOperation, AsyncTask, AsyncTaskStatusEnum, GetStatusOfAnAsyncTask, View,
 };
-use longrun_core::wire::{ClaimRequest, HeartbeatRequest};
+use longrun_core::wire::{ClaimRequest, HeartbeatRequest, add_schema};
 use longrun_core::{Operation, OperationError, Status};
 use utoipa::openapi::header::Header;
 use utoipa::openapi::path::Operation as PathOperation;
@@ -77,14 +77,10 @@ impl ToSchema for OperationView {
     }
 
     fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
-        fn add<T: ToSchema>(schemas: &mut Vec<(String, RefOr<Schema>)>) {
-            schemas.push((T::name().into_owned(), T::schema()));
-            T::schemas(schemas);
-        }
-        add::<Operation>(schemas);
-        add::<AsyncOperation>(schemas);
-        add::<GetStatusOfAnAsyncTask>(schemas);
-        add::<AsyncTask>(schemas);
+        add_schema::<Operation>(schemas);
+        add_schema::<AsyncOperation>(schemas);
+        add_schema::<GetStatusOfAnAsyncTask>(schemas);
+        add_schema::<AsyncTask>(schemas);
     }
 }
 
