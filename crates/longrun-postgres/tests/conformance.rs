@@ -487,7 +487,7 @@ async fn the_tables_are_vacuumed_after_many_claims() {
 
 /// Changes of an operation rewrite its row in place (HOT updates: a new version on the same
 /// page, no new index entries), whatever the transition: no indexed column of `operations`
-/// changes. Whether the new version fits on the page depends on what the page holds, so a few
+/// changes. Whether the new version fits on the page depends on what the page holds, so some
 /// may not; before the side tables, none was.
 #[tokio::test]
 async fn changes_of_an_operation_are_hot_updates() {
@@ -554,8 +554,11 @@ async fn changes_of_an_operation_are_hot_updates() {
         .expect("stats");
         if updates >= changes {
             assert_eq!(updates, changes);
+            // Three in four: a page is pruned of dead versions only past the oldest snapshot
+            // of the whole server, which other tests running meanwhile hold back (71 of 79
+            // were HOT in one such run); with an indexed column changing, none would be.
             assert!(
-                hot * 10 >= updates * 9,
+                hot * 4 >= updates * 3,
                 "{hot} of {updates} updates were HOT"
             );
             break;
