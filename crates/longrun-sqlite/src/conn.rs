@@ -41,10 +41,10 @@ const STATEMENT_CACHE: usize = 64;
 const MAX_IDLE_READERS: usize = 8;
 
 /// Opens a connection with the per-connection settings: the busy timeout, `synchronous` by
-/// `durability`, one plan per statement, reads through a shared memory map (instead of copying pages into each
-/// connection's cache, which other connections' commits invalidate), no foreign keys. The page
-/// cache stays at SQLite's small default: a big one per connection is costly to truncate every
-/// time another connection commits.
+/// `durability`, one plan per statement, reads through a shared memory map (instead of
+/// copying pages into each connection's cache, which other connections' commits invalidate),
+/// no foreign keys. The page cache stays at SQLite's small default: a big one per connection
+/// is costly to truncate every time another connection commits.
 fn open(path: &Path, flags: OpenFlags, durability: Durability) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;

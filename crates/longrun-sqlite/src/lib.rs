@@ -142,22 +142,36 @@ const NEXT_RUN_AT: &str = "SELECT MIN(o.run_at) FROM operations o
        AND (?2 = '[]' OR o.queue IN (SELECT value FROM json_each(?2)))
        AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.seq = o.seq)";
 
+/// A parameter's value, if it has one.
+fn boxed<T: ToSql + 'static>(value: Option<T>) -> Option<Box<dyn ToSql>> {
+    value.map(|v| Box::new(v) as Box<dyn ToSql>)
+}
+
+/// A statement and the values of its named parameters.
+type Statement = (String, Vec<(&'static str, Box<dyn ToSql>)>);
+
 /// The read of a page of [`ListQuery`]: only the filters it has, so that SQLite walks the
 /// index of one of them (`(name, seq)`, `(status, seq)`, ...) newest first instead of the whole
 /// table. A row that a claim holds reads as running (see `row`).
-fn list_sql(query: &ListQuery) -> String {
+fn list_statement(query: &ListQuery) -> Statement {
     let mut sql = String::from(row::operations_where!("TRUE"));
-    for (present, filter) in [
-        (query.name.is_some(), " AND o.name = :name"),
-        (query.parent_id.is_some(), " AND o.parent_id = :parent"),
-        (query.root_id.is_some(), " AND o.root_id = :root"),
-        (query.customer.is_some(), " AND o.customer = :customer"),
-        (query.before_seq.is_some(), " AND o.seq < :before"),
-    ] {
-        if present {
-            sql.push_str(filter);
+    let mut params: Vec<(&'static str, Box<dyn ToSql>)> = vec![];
+    let mut filter = |clause: &str, name: &'static str, value: Option<Box<dyn ToSql>>| {
+        if let Some(value) = value {
+            sql.push_str(clause);
+            params.push((name, value));
         }
-    }
+    };
+    let id = |id: Option<Uuid>| boxed(id.map(|id| id.to_string()));
+    filter(" AND o.name = :name", ":name", boxed(query.name.clone()));
+    filter(" AND o.parent_id = :parent", ":parent", id(query.parent_id));
+    filter(" AND o.root_id = :root", ":root", id(query.root_id));
+    filter(
+        " AND o.customer = :customer",
+        ":customer",
+        boxed(query.customer),
+    );
+    filter(" AND o.seq < :before", ":before", boxed(query.before_seq));
     sql.push_str(match query.status {
         None => "",
         // Claimed rows still say `pending`: they are among the running, not the pending.
@@ -167,10 +181,14 @@ fn list_sql(query: &ListQuery) -> String {
                             UNION ALL SELECT seq FROM claims)
               AND (o.status = 'running' OR c.from_version = o.version)"
         }
-        Some(_) => " AND o.status = :status",
+        Some(status) => {
+            params.push((":status", Box::new(status.as_str())));
+            " AND o.status = :status"
+        }
     });
     sql.push_str(" ORDER BY o.seq DESC LIMIT :limit");
-    sql
+    params.push((":limit", Box::new(query.fetch_limit())));
+    (sql, params)
 }
 
 // Running operations whose lease ran out: those written out as running, and those a claim
@@ -196,32 +214,8 @@ impl Store for SqliteStore {
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
-        let (parent, root) = (
-            query.parent_id.map(|id| id.to_string()),
-            query.root_id.map(|id| id.to_string()),
-        );
-        let status = query.status.map(|s| s.as_str());
-        let limit = query.fetch_limit();
-        let sql = list_sql(query);
-        let params: Vec<(&str, &dyn ToSql)> = [
-            (":name", query.name.as_ref().map(|v| v as &dyn ToSql)),
-            (":parent", parent.as_ref().map(|v| v as &dyn ToSql)),
-            (":root", root.as_ref().map(|v| v as &dyn ToSql)),
-            (
-                ":customer",
-                query.customer.as_ref().map(|v| v as &dyn ToSql),
-            ),
-            (
-                ":before",
-                query.before_seq.as_ref().map(|v| v as &dyn ToSql),
-            ),
-            (":status", status.as_ref().map(|v| v as &dyn ToSql)),
-            (":limit", Some(&limit as &dyn ToSql)),
-        ]
-        .into_iter()
-        // Only the parameters the statement names.
-        .filter_map(|(name, value)| Some((name, value?)).filter(|_| sql.contains(name)))
-        .collect();
+        let (sql, params) = list_statement(query);
+        let params: Vec<(&str, &dyn ToSql)> = params.iter().map(|(n, v)| (*n, &**v)).collect();
         let operations = self
             .readers
             .read(|conn| row::query(conn, &sql, params.as_slice()))?;
@@ -487,21 +481,11 @@ mod tests {
             },
         ];
         for query in &filtered {
-            let sql = list_sql(query);
+            let (sql, params) = list_statement(query);
+            let params: Vec<(&str, &dyn ToSql)> = params.iter().map(|(n, v)| (*n, &**v)).collect();
             let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
             let plan: Vec<String> = stmt
-                .query_map(
-                    rusqlite::named_params! {
-                        ":name": "n", ":parent": "p", ":root": "r", ":customer": 1,
-                        ":before": 100, ":status": "failed", ":limit": 10,
-                    }
-                    .iter()
-                    .filter(|(name, _)| sql.contains(name))
-                    .copied()
-                    .collect::<Vec<_>>()
-                    .as_slice(),
-                    |row| row.get(3),
-                )
+                .query_map(params.as_slice(), |row| row.get(3))
                 .unwrap()
                 .collect::<Result<_, _>>()
                 .unwrap();
