@@ -108,9 +108,9 @@ pub(crate) fn load(conn: &Connection, id: Uuid) -> Result<Option<Operation>, Sto
     Ok(found.pop())
 }
 
-/// Starts the pending operations `ready` (as stored, without claims) for `start`'s worker,
-/// each under a new lease: records each start in a `claims` row and returns the leases.
-/// Their rows of `operations` are not written.
+/// Starts the pending operations `ready` (as stored, without claims) for `worker`, each under
+/// a new lease: records each start in a `claims` row and returns the leases. Their rows of
+/// `operations` are not written.
 pub(crate) fn start(
     conn: &Connection,
     ready: Vec<Operation>,
