@@ -12,6 +12,7 @@
 //! [`Durability::Full`] to fsync every commit.
 
 mod checkpoint;
+mod claimed;
 mod conn;
 mod migrate;
 mod row;
@@ -30,6 +31,7 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use checkpoint::{Checkpointer, WalSize};
+use claimed::Claimed;
 use conn::{Readers, WriteConn};
 use longrun_core::handoff::Handoffs;
 use longrun_core::write::{Edit, Write, Writer};
@@ -55,6 +57,8 @@ pub struct SqliteStore {
     writes: Writer,
     /// Claimers of this process waiting for new operations (see `longrun_core::handoff`).
     handoffs: Arc<Handoffs>,
+    /// The operations this store's claims started (see `claimed`).
+    claimed: Arc<Claimed>,
     clock: Arc<dyn Clock>,
     changes: broadcast::Sender<Change>,
 }
@@ -93,11 +97,13 @@ impl SqliteStore {
         let checkpointer = Arc::new(Checkpointer::start(&path, durability, wal)?);
         let (changes, _) = broadcast::channel(4096);
         let handoffs = Arc::new(Handoffs::default());
+        let claimed = Arc::new(Claimed::default());
         let writes = writer::spawn(
             writer.clone(),
             clock.clone(),
             changes.clone(),
             handoffs.clone(),
+            claimed.clone(),
         );
         Ok(Self {
             writer,
@@ -105,6 +111,7 @@ impl SqliteStore {
             readers: Arc::new(Readers::new(path, durability)),
             writes,
             handoffs,
+            claimed,
             clock,
             changes,
         })
@@ -258,7 +265,7 @@ impl Store for SqliteStore {
         if query.max == 0 {
             return Ok(vec![]);
         }
-        let (query, clock) = (query.clone(), self.clock.clone());
+        let (query, clock, claimed) = (query.clone(), self.clock.clone(), self.claimed.clone());
         let leases = self
             .writer
             .transaction(move |tx| {
@@ -274,7 +281,7 @@ impl Store for SqliteStore {
                     ],
                     row::decode_stored,
                 )?;
-                let leases = row::start(tx, ready, &query.worker, now, query.lease)?;
+                let leases = row::start(tx, &claimed, ready, &query.worker, now, query.lease)?;
                 Ok(leases)
             })
             .await?;

@@ -7,6 +7,8 @@
 //! claim started from. [`save`] writes the row out whole and deletes its `claims` row.
 
 use longrun_core::claim::Start;
+
+use crate::claimed::Claimed;
 use longrun_core::{Idempotency, Lease, Operation, StoreError};
 use rusqlite::{Connection, Params, Row, params};
 use time::{Duration, OffsetDateTime};
@@ -108,11 +110,29 @@ pub(crate) fn load(conn: &Connection, id: Uuid) -> Result<Option<Operation>, Sto
     Ok(found.pop())
 }
 
+/// The operation with this id, about to be changed: the copy its claim kept in `claimed` if
+/// nothing else changed it since, else decoded from its row.
+pub(crate) fn load_to_change(
+    conn: &Connection,
+    id: Uuid,
+    claimed: &Claimed,
+) -> Result<Option<Operation>, StoreError> {
+    let sql = operations_where!(", o.version", "o.id = ?1");
+    let mut found = query_with(conn, sql, [id.to_string()], |row| {
+        match claimed.take(row)? {
+            Some(op) => Ok(op),
+            None => decode(row),
+        }
+    })?;
+    Ok(found.pop())
+}
+
 /// Starts the pending operations `ready` (as stored, without claims) for `worker`, each under
-/// a new lease: records each start in a `claims` row and returns the leases. Their rows of
-/// `operations` are not written.
+/// a new lease: records each start in a `claims` row, keeps the started operation in
+/// `claimed` and returns the leases. Their rows of `operations` are not written.
 pub(crate) fn start(
     conn: &Connection,
+    claimed: &Claimed,
     ready: Vec<Operation>,
     worker: &str,
     at: OffsetDateTime,
@@ -134,17 +154,20 @@ pub(crate) fn start(
         .into_iter()
         .map(|op| {
             let start = Start::new(worker, at, lease_for);
+            let (from_version, lease_id) = (op.version, start.lease.to_string());
             stmt.execute(params![
                 op.seq,
-                op.version,
-                start.lease.to_string(),
+                from_version,
+                lease_id,
                 worker,
                 started_ns,
                 lease_ns,
                 micros(start.expires_at()),
             ])
             .map_err(db)?;
-            Ok(start.lease(op)?)
+            let lease = start.lease(op)?;
+            claimed.keep(from_version, lease_id, lease.operation.clone());
+            Ok(lease)
         })
         .collect()
 }

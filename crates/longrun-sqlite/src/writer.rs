@@ -13,13 +13,15 @@ use time::OffsetDateTime;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
+use crate::claimed::Claimed;
 use crate::conn::{WriteConn, begin};
 use crate::row::{self, db};
 
 /// Most writes in one transaction.
 const MAX_BATCH: usize = 512;
 
-/// Starts the writer on `conn`; every committed change is announced on `changes`.
+/// Starts the writer on `conn`; every committed change is announced on `changes`. Changes of
+/// operations claimed through this store start from the copies in `claimed`.
 ///
 /// New operations that claimers of this process wait for are started for them in the
 /// transaction that inserts them (see `longrun_core::handoff`).
@@ -28,18 +30,20 @@ pub(crate) fn spawn(
     clock: Arc<dyn Clock>,
     changes: broadcast::Sender<Change>,
     handoffs: Arc<Handoffs>,
+    claimed: Arc<Claimed>,
 ) -> Writer {
     spawn_writer(MAX_BATCH, move |writes| {
-        let (conn, clock, changes, handoffs) = (
+        let (conn, clock, changes, handoffs, claimed) = (
             conn.clone(),
             clock.clone(),
             changes.clone(),
             handoffs.clone(),
+            claimed.clone(),
         );
         async move {
             let count = writes.len();
             let (results, grants) = conn
-                .run(move |conn| Ok(write_batch(conn, &*clock, &handoffs, writes)))
+                .run(move |conn| Ok(write_batch(conn, &*clock, &handoffs, &claimed, writes)))
                 .await
                 .unwrap_or_else(|e| (all_failed(count, &e), vec![]));
             for written in results.iter().flatten() {
@@ -66,6 +70,7 @@ fn write_batch(
     conn: &mut Connection,
     clock: &dyn Clock,
     handoffs: &Handoffs,
+    claimed: &Claimed,
     writes: Vec<Write>,
 ) -> Written {
     let count = writes.len();
@@ -79,7 +84,7 @@ fn write_batch(
         let now = clock.now();
         let result = match write {
             Write::Submit(new) => submit(&tx, *new, &mut handover, now),
-            Write::Edit(id, edit) => change(&tx, id, edit, now),
+            Write::Edit(id, edit) => change(&tx, claimed, id, edit, now),
         };
         // A database failure may have left the transaction unusable: give up on the batch.
         if let Err(e @ StoreError::Database(_)) = &result {
@@ -147,11 +152,12 @@ fn submit(
 
 fn change(
     conn: &Connection,
+    claimed: &Claimed,
     id: Uuid,
     edit: Edit,
     now: OffsetDateTime,
 ) -> Result<Submitted, StoreError> {
-    let mut op = row::load(conn, id)?.ok_or(StoreError::NotFound(id))?;
+    let mut op = row::load_to_change(conn, id, claimed)?.ok_or(StoreError::NotFound(id))?;
     edit(&mut op, now)?;
     row::save(conn, &op)?;
     Ok(Submitted {
