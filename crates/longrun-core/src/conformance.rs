@@ -198,6 +198,62 @@ async fn get(store: &dyn Store, id: Uuid) -> Operation {
         .unwrap_or_else(|| panic!("operation {id} is gone"))
 }
 
+/// Cases on two handles of one store (two processes on one SQLite file, two nodes on one
+/// PostgreSQL database), which an engine's own tests open and pass in.
+pub mod shared {
+    use super::*;
+
+    /// A store changes an operation from what its claim left it only while nothing else
+    /// changed it: a cancel requested through `second` after `first` claimed is honoured when
+    /// the attempt then fails (the operation is cancelled, not retried).
+    pub async fn a_change_made_elsewhere_after_a_claim_is_not_lost(
+        first: &dyn Store,
+        second: &dyn Store,
+    ) {
+        let op = submit(first, NewOperation::named("a")).await;
+        let lease = claim_one(first).await;
+        let (_, requested) = second.cancel(op.id).await.expect("cancel");
+        assert!(requested.cancel_requested);
+        let failed = first
+            .fail(op.id, lease.lease_id, failure("boom", true))
+            .await
+            .expect("fail");
+        assert_eq!(failed.status, Status::Cancelled, "not retried: {failed:?}");
+        assert_eq!(failed.version, requested.version + 1);
+    }
+
+    /// A lease that ran out, its operation claimed again through `second`, is refused by
+    /// `first`, which claimed it first; the new lease completes it.
+    pub async fn a_lease_claimed_again_elsewhere_is_refused(
+        first: &dyn Store,
+        second: &dyn Store,
+        clock: &ManualClock,
+    ) {
+        let op = submit(first, NewOperation::named("a")).await;
+        let lease = claim_one(first).await;
+        clock.advance(LEASE);
+        assert_eq!(second.expire_leases().await.expect("expire"), 1);
+        let pending = get(second, op.id).await;
+        clock.advance(pending.run_at - clock.now());
+        let again = claim_one(second).await;
+        let stale = first
+            .complete(op.id, lease.lease_id, Completion::default())
+            .await;
+        assert!(
+            matches!(
+                stale,
+                Err(StoreError::Transition(TransitionError::StaleLease { .. }))
+            ),
+            "{stale:?}"
+        );
+        let done = second
+            .complete(op.id, again.lease_id, Completion::default())
+            .await
+            .expect("complete");
+        assert_eq!(done.status, Status::Succeeded);
+    }
+}
+
 fn query(max: u32) -> ClaimQuery {
     ClaimQuery {
         worker: "worker-1".into(),

@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod claim;
+pub mod claimed;
 pub mod clock;
 #[cfg(feature = "conformance")]
 pub mod conformance;

@@ -33,6 +33,7 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use listener::change;
+use longrun_core::claimed::Claimed;
 use longrun_core::handoff::Handoffs;
 use longrun_core::write::{Edit, Write, Writer};
 use pool::{Conn, Pool};
@@ -83,6 +84,8 @@ pub struct PgStore {
     reads: reads::Reads,
     /// Claimers of this process waiting for new operations (see `longrun_core::handoff`).
     handoffs: Arc<Handoffs>,
+    /// The operations this store's claims started (see [`Claimed`]).
+    claimed: Arc<Claimed>,
     clock: Arc<dyn Clock>,
     changes: broadcast::Sender<Change>,
     /// Sends committed changes to this node's subscribers and to the other nodes.
@@ -152,14 +155,17 @@ impl PgStore {
         announcer.introduce().await;
         let vacuum = Arc::new(vacuum::Vacuum::start(background.clone()));
         let handoffs = Arc::new(Handoffs::default());
+        let claimed = Arc::new(Claimed::default());
         Ok(Self {
             writes: writer::spawn(
                 pool.clone(),
                 clock.clone(),
                 announcer.clone(),
                 handoffs.clone(),
+                claimed.clone(),
             ),
             handoffs,
+            claimed,
             reads: reads::spawn(pool.clone()),
             pool,
             background,
@@ -374,7 +380,15 @@ impl Store for PgStore {
             tx.commit().await?;
             return Ok(vec![]);
         }
-        let mut leases = row::start(&mut tx, &seqs, &query.worker, now, query.lease).await?;
+        let mut leases = row::start(
+            &mut tx,
+            &self.claimed,
+            &seqs,
+            &query.worker,
+            now,
+            query.lease,
+        )
+        .await?;
         tx.commit().await?;
         leases.sort_by_key(|l| (std::cmp::Reverse(l.operation.priority), l.operation.seq));
         self.announcer

@@ -11,6 +11,7 @@
 //! the claim started from.
 
 use longrun_core::claim::Start;
+use longrun_core::claimed::Claimed;
 use longrun_core::{Idempotency, Lease, Operation, Status, StoreError};
 use std::collections::HashMap;
 
@@ -18,13 +19,14 @@ use sqlx::{PgConnection, Row, postgres::PgRow};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
-/// The columns of a read of operations `o`: `seq`, the body and the claim that started the
-/// operation since its row was written, if any (from `running c`, see [`claims_of_o!`]).
+/// The columns of a read of operations `o`: `seq`, the body, the claim that started the
+/// operation since its row was written, if any (from `running c`, see [`claims_of_o!`]), and
+/// the row's version.
 macro_rules! select_operations {
     () => {
         "SELECT o.seq, o.body, c.lease_id AS claim_lease, c.worker AS claim_worker,
                 c.started_ns AS claim_started_ns, c.lease_ns AS claim_lease_ns,
-                c.from_version AS claim_from_version"
+                c.from_version AS claim_from_version, o.version AS row_version"
     };
 }
 pub(crate) use select_operations;
@@ -66,6 +68,22 @@ pub(crate) fn decode_stored(row: &PgRow) -> Result<Operation, StoreError> {
     Ok(op)
 }
 
+/// The operation on a row of [`select_operations!`] that is about to be changed: the copy its
+/// claim kept in `claimed` if nothing else changed it since, else decoded.
+pub(crate) fn decode_to_change(row: &PgRow, claimed: &Claimed) -> Result<Operation, StoreError> {
+    let from: Option<i64> = row.try_get("claim_from_version").map_err(db)?;
+    let claim = match from {
+        Some(from) => Some((from, row.try_get("claim_lease").map_err(db)?)),
+        None => None,
+    };
+    let seq = row.try_get(0).map_err(db)?;
+    let version = row.try_get("row_version").map_err(db)?;
+    match claimed.take(seq, version, claim) {
+        Some(op) => Ok(op),
+        None => decode(row),
+    }
+}
+
 /// Decodes a row of [`select_operations!`]: the operation as it is, started by the claim of
 /// its `running` row if its stored row is still the one that claim started from.
 pub(crate) fn decode(row: &PgRow) -> Result<Operation, StoreError> {
@@ -91,10 +109,12 @@ pub(crate) fn decode(row: &PgRow) -> Result<Operation, StoreError> {
 
 /// Starts the pending operations `seqs`, whose `ready` entries the caller's transaction has
 /// taken, for `worker` at `at` for `lease_for`: records each start (with a new lease) in a new
-/// `running` row, with the version the operation's row is at, and returns their leases, in no
-/// particular order. Their rows of `operations` are not written.
+/// `running` row, with the version the operation's row is at, keeps each started operation in
+/// `claimed` and returns their leases, in no particular order. Their rows of `operations` are
+/// not written.
 pub(crate) async fn start(
     conn: &mut PgConnection,
+    claimed: &Claimed,
     seqs: &[i64],
     worker: &str,
     at: OffsetDateTime,
@@ -130,13 +150,16 @@ pub(crate) async fn start(
     rows.iter()
         .map(|row| {
             let operation = decode_stored(row)?;
-            Ok(Start {
+            let from_version = operation.version;
+            let lease = Start {
                 lease: lease_of[&operation.seq],
                 worker: worker.to_owned(),
                 at,
                 lease_for,
             }
-            .lease(operation)?)
+            .lease(operation)?;
+            claimed.keep(from_version, lease.lease_id, lease.operation.clone());
+            Ok(lease)
         })
         .collect()
 }

@@ -10,6 +10,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use longrun_core::claimed::Claimed;
 use longrun_core::handoff::{Grant, Handoffs, spawn_writer};
 use longrun_core::write::{Write, Writer, all_failed};
 use longrun_core::{Change, Clock, Idempotency, Operation, Status, StoreError, Submitted};
@@ -31,15 +32,17 @@ pub(crate) fn spawn(
     clock: Arc<dyn Clock>,
     announcer: Arc<Announcer>,
     handoffs: Arc<Handoffs>,
+    claimed: Arc<Claimed>,
 ) -> Writer {
     spawn_writer(MAX_BATCH, move |writes| {
-        let (pool, clock, announcer, handoffs) = (
+        let (pool, clock, announcer, handoffs, claimed) = (
             pool.clone(),
             clock.clone(),
             announcer.clone(),
             handoffs.clone(),
+            claimed.clone(),
         );
-        async move { write_batch(&pool, &announcer, &handoffs, clock.now(), writes).await }
+        async move { write_batch(&pool, &announcer, &handoffs, &claimed, clock.now(), writes).await }
     })
 }
 
@@ -58,6 +61,7 @@ async fn write_batch(
     pool: &Pool,
     announcer: &Announcer,
     handoffs: &Handoffs,
+    claimed: &Claimed,
     now: OffsetDateTime,
     writes: Vec<Write>,
 ) -> (Vec<Answer>, Vec<Grant>) {
@@ -70,10 +74,10 @@ async fn write_batch(
             matches!(w, Write::Submit(new) if new.parent_id.is_none() && new.idempotency.is_none())
         }) {
             let mut conn = pool.acquire().await?;
-            return apply(&mut conn, handoffs, now, writes).await;
+            return apply(&mut conn, handoffs, claimed, now, writes).await;
         }
         let mut tx = pool.begin().await?;
-        let written = apply(&mut tx, handoffs, now, writes).await?;
+        let written = apply(&mut tx, handoffs, claimed, now, writes).await?;
         tx.commit().await?;
         Ok::<_, StoreError>(written)
     };
@@ -91,6 +95,7 @@ async fn write_batch(
 async fn apply(
     tx: &mut PgConnection,
     handoffs: &Handoffs,
+    claimed: &Claimed,
     now: OffsetDateTime,
     writes: Vec<Write>,
 ) -> Result<Written, StoreError> {
@@ -104,7 +109,7 @@ async fn apply(
             }
         })
         .collect();
-    let mut locked = lock(tx, &edited).await?;
+    let mut locked = lock(tx, claimed, &edited).await?;
     let parents: Vec<Uuid> = writes
         .iter()
         .filter_map(|w| {
@@ -224,7 +229,11 @@ async fn apply(
 /// those that are pending: a claim that took such an entry meanwhile (claims do not lock
 /// `operations` rows) is waited for, and the operation it started is read again, running; a
 /// claim skips the entries locked here.
-async fn lock(tx: &mut PgConnection, ids: &[Uuid]) -> Result<HashMap<Uuid, Edited>, StoreError> {
+async fn lock(
+    tx: &mut PgConnection,
+    claimed: &Claimed,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, Edited>, StoreError> {
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
@@ -237,7 +246,7 @@ async fn lock(tx: &mut PgConnection, ids: &[Uuid]) -> Result<HashMap<Uuid, Edite
     .map_err(db)?;
     let mut ops = rows
         .iter()
-        .map(|r| row::decode(r).map(|op| (op.id, op)))
+        .map(|r| row::decode_to_change(r, claimed).map(|op| (op.id, op)))
         .collect::<Result<HashMap<_, _>, _>>()?;
     let pending: Vec<i64> = ops
         .values()

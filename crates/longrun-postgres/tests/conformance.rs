@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use longrun_core::conformance::StoreFactory;
+use longrun_core::conformance::{StoreFactory, shared};
 use longrun_core::{
     CancelOutcome, ClaimFilter, ClaimQuery, Clock, Completion, Failure, ListQuery, ManualClock,
     NewOperation, OperationError, Progress, RetryPolicy, Status, Store,
@@ -569,4 +569,22 @@ async fn changes_of_an_operation_are_hot_updates() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test]
+async fn a_change_made_elsewhere_after_a_claim_is_not_lost() {
+    let factory = Postgres::new();
+    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+    let first = factory.open(clock.clone()).await;
+    let second = factory.node(clock).await;
+    shared::a_change_made_elsewhere_after_a_claim_is_not_lost(&first, &second).await;
+}
+
+#[tokio::test]
+async fn a_lease_claimed_again_elsewhere_is_refused() {
+    let factory = Postgres::new();
+    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+    let first = factory.open(clock.clone()).await;
+    let second = factory.node(clock.clone()).await;
+    shared::a_lease_claimed_again_elsewhere_is_refused(&first, &second, &clock).await;
 }

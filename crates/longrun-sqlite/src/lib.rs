@@ -12,7 +12,6 @@
 //! [`Durability::Full`] to fsync every commit.
 
 mod checkpoint;
-mod claimed;
 mod conn;
 mod migrate;
 mod row;
@@ -31,8 +30,8 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use checkpoint::{Checkpointer, WalSize};
-use claimed::Claimed;
 use conn::{Readers, WriteConn};
+use longrun_core::claimed::Claimed;
 use longrun_core::handoff::Handoffs;
 use longrun_core::write::{Edit, Write, Writer};
 use row::{db, micros};
@@ -57,7 +56,7 @@ pub struct SqliteStore {
     writes: Writer,
     /// Claimers of this process waiting for new operations (see `longrun_core::handoff`).
     handoffs: Arc<Handoffs>,
-    /// The operations this store's claims started (see `claimed`).
+    /// The operations this store's claims started (see [`Claimed`]).
     claimed: Arc<Claimed>,
     clock: Arc<dyn Clock>,
     changes: broadcast::Sender<Change>,

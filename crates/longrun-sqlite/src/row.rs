@@ -7,8 +7,7 @@
 //! claim started from. [`save`] writes the row out whole and deletes its `claims` row.
 
 use longrun_core::claim::Start;
-
-use crate::claimed::Claimed;
+use longrun_core::claimed::Claimed;
 use longrun_core::{Idempotency, Lease, Operation, StoreError};
 use rusqlite::{Connection, Params, Row, params};
 use time::{Duration, OffsetDateTime};
@@ -119,7 +118,15 @@ pub(crate) fn load_to_change(
 ) -> Result<Option<Operation>, StoreError> {
     let sql = operations_where!(", o.version", "o.id = ?1");
     let mut found = query_with(conn, sql, [id.to_string()], |row| {
-        match claimed.take(row)? {
+        let claim = match row.get::<_, Option<i64>>(2).map_err(db)? {
+            Some(from) => {
+                let lease = row.get_ref(3).map_err(db)?.as_str().map_err(db)?;
+                Some((from, Uuid::parse_str(lease).map_err(db)?))
+            }
+            None => None,
+        };
+        let (seq, version) = (row.get(0).map_err(db)?, row.get(7).map_err(db)?);
+        match claimed.take(seq, version, claim) {
             Some(op) => Ok(op),
             None => decode(row),
         }
@@ -154,11 +161,11 @@ pub(crate) fn start(
         .into_iter()
         .map(|op| {
             let start = Start::new(worker, at, lease_for);
-            let (from_version, lease_id) = (op.version, start.lease.to_string());
+            let from_version = op.version;
             stmt.execute(params![
                 op.seq,
                 from_version,
-                lease_id,
+                start.lease.to_string(),
                 worker,
                 started_ns,
                 lease_ns,
@@ -166,7 +173,7 @@ pub(crate) fn start(
             ])
             .map_err(db)?;
             let lease = start.lease(op)?;
-            claimed.keep(from_version, lease_id, lease.operation.clone());
+            claimed.keep(from_version, lease.lease_id, lease.operation.clone());
             Ok(lease)
         })
         .collect()

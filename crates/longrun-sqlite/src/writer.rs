@@ -13,9 +13,9 @@ use time::OffsetDateTime;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use crate::claimed::Claimed;
 use crate::conn::{WriteConn, begin};
 use crate::row::{self, db};
+use longrun_core::claimed::Claimed;
 
 /// Most writes in one transaction.
 const MAX_BATCH: usize = 512;

@@ -6,10 +6,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use longrun_core::conformance::StoreFactory;
+use longrun_core::conformance::shared;
 use longrun_core::{
-    ClaimFilter, ClaimQuery, Clock, Completion, Failure, Idempotency, Lease, ListQuery,
-    ManualClock, NewOperation, Operation, OperationError, Progress, Status, Store, StoreError,
-    TransitionError,
+    ClaimFilter, ClaimQuery, Clock, Completion, Idempotency, Lease, ListQuery, ManualClock,
+    NewOperation, Operation, Progress, Status, Store,
 };
 use longrun_sqlite::SqliteStore;
 use tempfile::TempDir;
@@ -456,66 +456,17 @@ async fn two_stores(dir: &Sqlite, clock: Arc<ManualClock>) -> (Arc<dyn Store>, A
     (open().await, open().await)
 }
 
-/// The claiming store changes its operations from the copy its claim kept only while nothing
-/// else changed them: a cancel requested through another store on the same file is honoured
-/// when the attempt then fails.
 #[tokio::test]
 async fn a_change_made_elsewhere_after_a_claim_is_not_lost() {
     let dir = Sqlite::new();
     let (first, second) = two_stores(&dir, clock()).await;
-    let (submitted, lease) = submitted_and_claimed(&*first).await;
-    let (_, requested) = second.cancel(submitted.id).await.expect("cancel");
-    assert!(requested.cancel_requested);
-    let failed = first
-        .fail(
-            submitted.id,
-            lease.lease_id,
-            Failure {
-                error: OperationError {
-                    code: "boom".into(),
-                    error_type: "ValueError".into(),
-                    message: "it broke".into(),
-                },
-                retryable: true,
-            },
-        )
-        .await
-        .expect("fail");
-    assert_eq!(failed.status, Status::Cancelled, "not retried: {failed:?}");
-    assert_eq!(failed.version, requested.version + 1);
+    shared::a_change_made_elsewhere_after_a_claim_is_not_lost(&*first, &*second).await;
 }
 
-/// A lease that ran out, its operation claimed again through another store, is refused by the
-/// store that first claimed it.
 #[tokio::test]
 async fn a_lease_claimed_again_elsewhere_is_refused() {
     let dir = Sqlite::new();
     let clock = clock();
     let (first, second) = two_stores(&dir, clock.clone()).await;
-    let (submitted, lease) = submitted_and_claimed(&*first).await;
-    clock.advance(Duration::seconds(30));
-    assert_eq!(second.expire_leases().await.expect("expire"), 1);
-    let pending = second.get(submitted.id).await.expect("get").expect("found");
-    clock.advance(pending.run_at - clock.now());
-    let again = second
-        .claim(&claim_query(1))
-        .await
-        .expect("claim")
-        .pop()
-        .expect("claimed again");
-    let stale = first
-        .complete(submitted.id, lease.lease_id, Completion::default())
-        .await;
-    assert!(
-        matches!(
-            stale,
-            Err(StoreError::Transition(TransitionError::StaleLease { .. }))
-        ),
-        "{stale:?}"
-    );
-    let done = second
-        .complete(submitted.id, again.lease_id, Completion::default())
-        .await
-        .expect("complete");
-    assert_eq!(done.status, Status::Succeeded);
+    shared::a_lease_claimed_again_elsewhere_is_refused(&*first, &*second, &clock).await;
 }
