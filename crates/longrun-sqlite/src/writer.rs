@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use longrun_core::claimed::Claimed;
 use longrun_core::handoff::{Grant, Handoffs, Handover, spawn_writer};
 use longrun_core::write::{Edit, Write, Writer, all_failed};
 use longrun_core::{Change, Clock, NewOperation, Operation, StoreError, Submitted};
@@ -15,7 +16,6 @@ use uuid::Uuid;
 
 use crate::conn::{WriteConn, begin};
 use crate::row::{self, db};
-use longrun_core::claimed::Claimed;
 
 /// Most writes in one transaction.
 const MAX_BATCH: usize = 512;
