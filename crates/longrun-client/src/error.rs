@@ -1,6 +1,7 @@
 //! What can go wrong talking to a longrun server: the server's RFC 9457 problem, the
 //! transport, or a body that does not parse.
 
+use longrun_core::wire::ReportResult;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -114,6 +115,28 @@ impl ClientError {
     }
 }
 
+impl ClientError {
+    /// What one result of [`crate::Client::reports`] means: `Ok` when the report was recorded,
+    /// else the error its own route (`complete`, `fail`, `release`) would have answered.
+    pub fn of_report(result: ReportResult) -> Result<(), Self> {
+        if result.status == 204 {
+            return Ok(());
+        }
+        let problem = result
+            .problem
+            .and_then(|problem| serde_json::from_value(problem).ok())
+            .unwrap_or_else(|| {
+                let status = reqwest::StatusCode::from_u16(result.status)
+                    .unwrap_or(reqwest::StatusCode::INTERNAL_SERVER_ERROR);
+                Problem::from_plain(status, b"")
+            });
+        Err(Self::Problem {
+            status: result.status,
+            problem: Box::new(problem),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,5 +162,29 @@ mod tests {
         assert_eq!(problem.problem_type, "about:blank");
         assert_eq!(problem.title, "Bad Gateway");
         assert_eq!(problem.detail.as_deref(), Some("upstream down"));
+    }
+
+    #[test]
+    fn report_results_read_as_their_routes_answers() {
+        let result = |status, problem| ReportResult {
+            id: uuid::Uuid::nil(),
+            status,
+            problem,
+        };
+        assert!(ClientError::of_report(result(204, None)).is_ok());
+        let stale =
+            serde_json::json!({"title": "Conflict", "status": 409, "detail": "stale lease"});
+        let err = ClientError::of_report(result(409, Some(stale))).unwrap_err();
+        assert_eq!(err.status(), Some(409));
+        assert_eq!(
+            err.problem().and_then(|p| p.detail.as_deref()),
+            Some("stale lease")
+        );
+        let bare = ClientError::of_report(result(503, None)).unwrap_err();
+        assert!(bare.is_transient());
+        assert_eq!(
+            bare.problem().map(|p| p.title.as_str()),
+            Some("Service Unavailable")
+        );
     }
 }

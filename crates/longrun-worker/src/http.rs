@@ -15,7 +15,7 @@ use longrun_core::Operation;
 use longrun_core::batch::Batcher;
 use longrun_core::wire::{
     ClaimRequest, CompleteRequest, FailRequest, HeartbeatRequest, HeartbeatResponse, LeaseGrant,
-    LeaseReport, MAX_REPORTS, ReleaseRequest, ReportResult, ReportsRequest, SubmitRequest,
+    LeaseReport, MAX_REPORTS, ReleaseRequest, ReportsRequest, SubmitRequest,
 };
 use uuid::Uuid;
 
@@ -135,9 +135,11 @@ async fn send_chunk(client: &Client, reports: Vec<LeaseReport>) -> Vec<Result<()
     let request = ReportsRequest { reports };
     let count = request.reports.len();
     match client.reports(&request).await {
-        Ok(response) if response.results.len() == count => {
-            response.results.into_iter().map(answer).collect()
-        }
+        Ok(response) if response.results.len() == count => response
+            .results
+            .into_iter()
+            .map(|result| ClientError::of_report(result).map_err(report_error))
+            .collect(),
         Err(e) if e.is_transient() => {
             let e = to_backend(e);
             vec![Err(e); count]
@@ -162,25 +164,6 @@ async fn send_one(client: &Client, report: &LeaseReport) -> Result<(), BackendEr
         LeaseReport::Release { id, release } => client.release(*id, release.lease_id).await,
     };
     sent.map(drop).map_err(report_error)
-}
-
-/// What one result of `POST /v1/workers/reports` means to the worker: as the same answer of
-/// the report's own route would.
-fn answer(result: ReportResult) -> Result<(), BackendError> {
-    if result.status == 204 {
-        return Ok(());
-    }
-    let detail = result
-        .problem
-        .as_ref()
-        .and_then(|p| p["detail"].as_str())
-        .unwrap_or_default();
-    let message = format!("{} {detail}", result.status);
-    Err(match result.status {
-        404 | 409 => BackendError::LeaseLost(message),
-        429 | 500.. => BackendError::Unavailable(message),
-        _ => BackendError::Rejected(message),
-    })
 }
 
 /// A report on a lease: `409` (stale lease) and `404` (the operation is gone) end the attempt.
