@@ -80,11 +80,11 @@ impl WorkerOptions {
     }
 
     /// Most attempts in flight: handlers running plus attempts whose handler has returned
-    /// and whose outcome is still being reported (`concurrency + prefetch` of those). Reports
-    /// that go to the store together share its transactions, so the more may wait for one,
-    /// the fewer transactions a burst of short tasks costs.
+    /// and whose outcome is still being reported, four times the places (slots plus prefetch)
+    /// in all. Reports that go to the store together share its transactions, so the more may
+    /// wait for one, the fewer transactions a burst of short tasks costs.
     pub fn max_in_flight(&self) -> usize {
-        2 * self.concurrency + self.prefetch
+        4 * (self.concurrency + self.prefetch)
     }
 
     /// The effective heartbeat interval.
@@ -162,7 +162,7 @@ impl Worker {
     /// The next claim is sent while handlers run, as soon as a quarter of the places (slots
     /// plus prefetch) are free, so short tasks do not wait for a claim round trip. A handler's
     /// slot is free as soon as it returns: its outcome is reported while the next handler runs
-    /// (at most `concurrency + prefetch` attempts report at once).
+    /// (at most `4 × (concurrency + prefetch)` attempts in flight, reporting ones included).
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let options = self.options.clone();
         let stop = CancellationToken::new();

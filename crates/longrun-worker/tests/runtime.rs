@@ -529,13 +529,20 @@ async fn the_next_handler_starts_while_a_completion_is_being_reported() {
     worker.shutdown().await;
 }
 
-/// Up to `concurrency + prefetch` attempts whose handler has returned report at once beside
-/// the running handlers; the next handler waits for one of them to finish.
+/// At most `max_in_flight` attempts run or report at once; the next handler waits for one of
+/// the reports to finish.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn attempts_still_reporting_are_bounded() {
     let h = Harness::new().await;
+    let options = WorkerOptions {
+        concurrency: 1,
+        prefetch: 2,
+        ..options()
+    };
+    let limit = options.max_in_flight();
+    assert_eq!(limit, 12);
     let mut ops = vec![];
-    for _ in 0..6 {
+    for _ in 0..limit + 2 {
         ops.push(h.submit("quick", json!({}), 0).await);
     }
     let ran = Arc::new(AtomicUsize::new(0));
@@ -547,30 +554,24 @@ async fn attempts_still_reporting_are_bounded() {
         }
     });
     let (backend, closed) = SlowCompletions::closed(h.backend.clone()).await;
-    let options = WorkerOptions {
-        concurrency: 1,
-        prefetch: 2,
-        ..options()
-    };
-    assert_eq!(options.max_in_flight(), 4);
     let worker = RunningWorker::start(backend, registry, options);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while ran.load(Ordering::SeqCst) < 4 {
-        assert!(Instant::now() < deadline, "four handlers did not run");
+    while ran.load(Ordering::SeqCst) < limit {
+        assert!(Instant::now() < deadline, "{limit} handlers did not run");
         sleep(Duration::from_millis(20)).await;
     }
     sleep(Duration::from_millis(300)).await;
     assert_eq!(
         ran.load(Ordering::SeqCst),
-        4,
-        "one handler and three reports in flight at most while completions wait"
+        limit,
+        "no handler starts while {limit} attempts wait for their completion"
     );
     drop(closed);
     for op in &ops {
         h.wait_for(op.id, "success", status_is(Status::Succeeded))
             .await;
     }
-    assert_eq!(ran.load(Ordering::SeqCst), 6);
+    assert_eq!(ran.load(Ordering::SeqCst), limit + 2);
     worker.shutdown().await;
 }
 
