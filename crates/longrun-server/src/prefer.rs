@@ -7,6 +7,10 @@ use std::convert::Infallible;
 
 use axum::extract::FromRequestParts;
 use axum::http::{HeaderMap, HeaderValue, header::HeaderName, request::Parts};
+use utoipa::IntoParams;
+use utoipa::openapi::Required;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
 
 /// The `Preference-Applied` response header.
 pub static PREFERENCE_APPLIED: HeaderName = HeaderName::from_static("preference-applied");
@@ -47,6 +51,25 @@ pub struct ReturnMinimal(pub bool);
 impl ReturnMinimal {
     /// The `Preference-Applied` value when it is honoured.
     pub const APPLIED: HeaderValue = HeaderValue::from_static("return=minimal");
+}
+
+/// The `Prefer` header, as the routes that take `return=minimal` document it.
+impl IntoParams for ReturnMinimal {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let text =
+            ObjectBuilder::new().schema_type(SchemaType::from_iter([Type::String, Type::Null]));
+        vec![
+            ParameterBuilder::new()
+                .name("Prefer")
+                .parameter_in(ParameterIn::Header)
+                .description(Some(
+                    "`return=minimal`: answer `204` without the operation.",
+                ))
+                .required(Required::False)
+                .schema(Some(text))
+                .build(),
+        ]
+    }
 }
 
 impl<S: Sync> FromRequestParts<S> for ReturnMinimal {

@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::ViewQuery;
+use super::problems::{OperationNotFound, Unavailable};
 use crate::AppState;
 use crate::base_url::BaseUrl;
 use crate::caller::{Action, Caller};
@@ -54,8 +55,8 @@ const WAIT_SLICE: Duration = Duration::from_secs(3600);
     responses(
         (status = 200, description = "An event stream: `id:` version, `event:` status, `data:` the operation in the requested view (JSON). Ends after the finished operation's event. The schema is that of one event.", body = OperationEvent, content_type = "text/event-stream"),
         (status = 400, description = "Unknown `view`.", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such operation.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable.", body = Problem, content_type = "application/problem+json"),
+        OperationNotFound,
+        Unavailable,
     )
 )]
 pub async fn events(

@@ -3,6 +3,7 @@
 mod events;
 mod health;
 mod operations;
+mod problems;
 mod workers;
 
 use axum::http::{HeaderValue, StatusCode, header};

@@ -15,6 +15,7 @@ use serde_json::Value;
 use utoipa::IntoParams;
 use uuid::Uuid;
 
+use super::problems::{BodyRefused, OperationNotFound, Unavailable};
 use super::{ViewQuery, operation_response, set_location};
 use crate::AppState;
 use crate::base_url::BaseUrl;
@@ -64,10 +65,9 @@ const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
         (status = 409, description = "An earlier request with the same `Idempotency-Key` is still being processed; retry after `Retry-After` seconds.", body = Problem, content_type = "application/problem+json", headers(
             ("Retry-After" = u32, description = "Seconds to wait before retrying."),
         )),
-        (status = 413, description = "Body over the size limit.", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body not sent as `application/json`.", body = Problem, content_type = "application/problem+json"),
+        BodyRefused,
         (status = 422, description = "Invalid request (a field over its size limit, nesting too deep), unknown `parentId`, or an `Idempotency-Key` reused with another body.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable.", body = Problem, content_type = "application/problem+json"),
+        Unavailable,
     )
 )]
 #[allow(clippy::too_many_arguments)] // one extractor per input, as axum handlers go
@@ -167,10 +167,9 @@ fn request_url(base: &BaseUrl, uri: &Uri) -> String {
         (status = 409, description = "An earlier request with the same `Idempotency-Key` is still being processed; retry after `Retry-After` seconds.", body = Problem, content_type = "application/problem+json", headers(
             ("Retry-After" = u32, description = "Seconds to wait before retrying."),
         )),
-        (status = 413, description = "Body over the size limit.", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body not sent as `application/json`.", body = Problem, content_type = "application/problem+json"),
+        BodyRefused,
         (status = 422, description = "Not 1 to 1000 operations, or an invalid item (named in `detail` and `pointer`): a field over its size limit, unknown `parentId`, an idempotency key reused with another body.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable.", body = Problem, content_type = "application/problem+json"),
+        Unavailable,
     )
 )]
 #[allow(clippy::too_many_arguments)] // one extractor per input, as axum handlers go
@@ -276,8 +275,8 @@ fn batch_items(body: Value, max: u32) -> Result<Vec<Value>, ApiError> {
             ("ETag" = String, description = "The operation's version, quoted."),
         )),
         (status = 400, description = "Unknown `view`.", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such operation.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable.", body = Problem, content_type = "application/problem+json"),
+        OperationNotFound,
+        Unavailable,
     )
 )]
 pub async fn get(
@@ -363,7 +362,7 @@ pub struct ListParams {
     responses(
         (status = 200, description = "A page of operations in the requested view; `nextCursor` is absent on the last page.", body = OperationList<OperationView>),
         (status = 400, description = "Bad filter, `limit` out of range, unknown `view` or invalid cursor.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable.", body = Problem, content_type = "application/problem+json"),
+        Unavailable,
     )
 )]
 pub async fn list(
@@ -432,9 +431,9 @@ pub async fn list(
             ("Retry-After" = u32, description = "Seconds to wait before polling."),
         )),
         (status = 400, description = "Unknown `view`.", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such operation.", body = Problem, content_type = "application/problem+json"),
+        OperationNotFound,
         (status = 409, description = "Already finished; nothing was changed.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable.", body = Problem, content_type = "application/problem+json"),
+        Unavailable,
     )
 )]
 pub async fn cancel(
@@ -472,9 +471,9 @@ pub async fn cancel(
     params(("id" = Uuid, Path, description = "Operation id.")),
     responses(
         (status = 204, description = "Forgotten."),
-        (status = 404, description = "No such operation.", body = Problem, content_type = "application/problem+json"),
+        OperationNotFound,
         (status = 409, description = "Not finished yet (cancel it first).", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable.", body = Problem, content_type = "application/problem+json"),
+        Unavailable,
     )
 )]
 pub async fn delete(
@@ -506,9 +505,9 @@ pub async fn delete(
             ("Retry-After" = u32, description = "Seconds to wait before asking again."),
         )),
         (status = 400, description = "Unknown `view`.", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such operation.", body = Problem, content_type = "application/problem+json"),
+        OperationNotFound,
         (status = 409, description = "Failed (the problem's `error` member holds `code`, `type` and `message`) or cancelled.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable.", body = Problem, content_type = "application/problem+json"),
+        Unavailable,
     )
 )]
 pub async fn result(

@@ -23,6 +23,7 @@ use longrun_core::{
     StoreError,
 };
 
+use super::problems::{BodyRefused, OperationNotFound, Unavailable};
 use crate::AppState;
 use crate::base_url::BaseUrl;
 use crate::caller::{Action, Caller};
@@ -56,10 +57,9 @@ const DEFAULT_LEASE_SECS: u32 = 30;
             ("release" = (operation_id = "release", parameters(("id" = "$response.body#/leases/0/operation/id")), request_body = json!({"leaseId": "$response.body#/leases/0/leaseId"}), description = "Give the first lease back.")),
         )),
         (status = 400, description = "Malformed JSON.", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over the size limit.", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body not sent as `application/json`.", body = Problem, content_type = "application/problem+json"),
+        BodyRefused,
         (status = 422, description = "Invalid request (`max`, `leaseSecs` or `waitSecs` out of range, bad names).", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable.", body = Problem, content_type = "application/problem+json"),
+        Unavailable,
     )
 )]
 pub async fn claim(
@@ -128,12 +128,11 @@ fn claim_query(
     responses(
         (status = 200, description = "Lease extended.", body = HeartbeatResponse),
         (status = 400, description = "Malformed JSON.", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such operation.", body = Problem, content_type = "application/problem+json"),
+        OperationNotFound,
         (status = 409, description = "The lease is no longer current; nothing was changed.", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over the size limit.", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body not sent as `application/json`.", body = Problem, content_type = "application/problem+json"),
+        BodyRefused,
         (status = 422, description = "Invalid request (`progressPct` outside 0–100, `leaseSecs` out of range).", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable.", body = Problem, content_type = "application/problem+json"),
+        Unavailable,
     )
 )]
 pub async fn heartbeat(
@@ -173,7 +172,7 @@ pub async fn heartbeat(
     tag = "workers",
     params(
         ("id" = uuid::Uuid, Path, description = "Operation id."),
-        ("Prefer" = Option<String>, Header, description = "`return=minimal`: answer `204` without the operation."),
+        ReturnMinimal,
     ),
     request_body = CompleteRequest,
     responses(
@@ -182,12 +181,11 @@ pub async fn heartbeat(
             ("Preference-Applied" = String, description = "`return=minimal`."),
         )),
         (status = 400, description = "Malformed JSON.", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such operation.", body = Problem, content_type = "application/problem+json"),
+        OperationNotFound,
         (status = 409, description = "The lease is no longer current, or the attempt was already reported; nothing was changed.", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over the size limit.", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body not sent as `application/json`.", body = Problem, content_type = "application/problem+json"),
+        BodyRefused,
         (status = 422, description = "Invalid request.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable.", body = Problem, content_type = "application/problem+json"),
+        Unavailable,
     )
 )]
 pub async fn complete(
@@ -214,7 +212,7 @@ pub async fn complete(
     tag = "workers",
     params(
         ("id" = uuid::Uuid, Path, description = "Operation id."),
-        ("Prefer" = Option<String>, Header, description = "`return=minimal`: answer `204` without the operation."),
+        ReturnMinimal,
     ),
     request_body = FailRequest,
     responses(
@@ -223,12 +221,11 @@ pub async fn complete(
             ("Preference-Applied" = String, description = "`return=minimal`."),
         )),
         (status = 400, description = "Malformed JSON.", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such operation.", body = Problem, content_type = "application/problem+json"),
+        OperationNotFound,
         (status = 409, description = "The lease is no longer current, or the attempt was already reported; nothing was changed.", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over the size limit.", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body not sent as `application/json`.", body = Problem, content_type = "application/problem+json"),
+        BodyRefused,
         (status = 422, description = "Invalid request.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable.", body = Problem, content_type = "application/problem+json"),
+        Unavailable,
     )
 )]
 pub async fn fail(
@@ -254,7 +251,7 @@ pub async fn fail(
     tag = "workers",
     params(
         ("id" = uuid::Uuid, Path, description = "Operation id."),
-        ("Prefer" = Option<String>, Header, description = "`return=minimal`: answer `204` without the operation."),
+        ReturnMinimal,
     ),
     request_body = ReleaseRequest,
     responses(
@@ -263,12 +260,11 @@ pub async fn fail(
             ("Preference-Applied" = String, description = "`return=minimal`."),
         )),
         (status = 400, description = "Malformed JSON.", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such operation.", body = Problem, content_type = "application/problem+json"),
+        OperationNotFound,
         (status = 409, description = "The lease is no longer current; nothing was changed.", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over the size limit.", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body not sent as `application/json`.", body = Problem, content_type = "application/problem+json"),
+        BodyRefused,
         (status = 422, description = "Invalid request.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable.", body = Problem, content_type = "application/problem+json"),
+        Unavailable,
     )
 )]
 pub async fn release(
@@ -300,10 +296,9 @@ pub async fn release(
     responses(
         (status = 200, description = "One result per report, in order.", body = ReportsResponse),
         (status = 400, description = "Malformed JSON.", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over the size limit.", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body not sent as `application/json`.", body = Problem, content_type = "application/problem+json"),
+        BodyRefused,
         (status = 422, description = "No reports, more than 1000, or an invalid one (named by `pointer`); nothing was recorded.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable.", body = Problem, content_type = "application/problem+json"),
+        Unavailable,
     )
 )]
 pub async fn reports(

@@ -1,0 +1,44 @@
+//! Problem answers that many routes document alike, named once for their `#[utoipa::path]`
+//! responses. These types only document: the answers themselves are made by `ApiError`.
+#![expect(dead_code, reason = "documentation types, never built")]
+
+use utoipa::IntoResponses;
+
+use crate::error::Problem;
+
+/// The store could not be reached.
+#[derive(IntoResponses)]
+#[response(
+    status = 503,
+    description = "Database unavailable.",
+    content_type = "application/problem+json"
+)]
+pub(super) struct Unavailable(Problem);
+
+/// The path names no operation (the caller may see).
+#[derive(IntoResponses)]
+#[response(
+    status = 404,
+    description = "No such operation.",
+    content_type = "application/problem+json"
+)]
+pub(super) struct OperationNotFound(Problem);
+
+/// A request body refused before it is read.
+#[derive(IntoResponses)]
+pub(super) enum BodyRefused {
+    /// Over the body limit.
+    #[response(
+        status = 413,
+        description = "Body over the size limit.",
+        content_type = "application/problem+json"
+    )]
+    TooLarge(Problem),
+    /// Not JSON.
+    #[response(
+        status = 415,
+        description = "Body not sent as `application/json`.",
+        content_type = "application/problem+json"
+    )]
+    NotJson(Problem),
+}
