@@ -4,7 +4,8 @@
 //! A claim leaves the operation's row as it was and records its [`Start`] in a `claims` row
 //! ([`start`], migration 0004); every read of operations joins `claims`
 //! ([`operations_where!`]) and [`decode`] applies the start to a row still at the version the
-//! claim started from. [`save`] writes the row out whole and deletes its `claims` row.
+//! claim started from. [`save`] writes the row out whole and deletes its `claims` row: at the
+//! operation's next change, or at the maintenance pass once the claim is a second old.
 
 use longrun_core::claim::Start;
 use longrun_core::claimed::Claimed;

@@ -444,6 +444,45 @@ async fn an_expired_claim_is_written_out() {
     assert_eq!(again.len(), 1, "claimed again once due");
 }
 
+/// A claim held for more than a second is written into its operation's row by the maintenance
+/// pass, so that later claims no longer walk past it; the operation reads as before and its
+/// lease still holds.
+#[tokio::test]
+async fn a_claim_held_for_long_is_written_out_by_maintenance() {
+    let factory = Sqlite::new();
+    let clock = clock();
+    let store = factory.fresh(clock.clone()).await;
+    let (submitted, lease) = submitted_and_claimed(&*store).await;
+    assert_eq!(store.expire_leases().await.expect("maintenance"), 0);
+    assert_eq!(
+        stored(&factory),
+        ("pending".into(), submitted.version, true),
+        "a fresh claim stays a claims row"
+    );
+    clock.advance(Duration::seconds(2));
+    assert_eq!(store.expire_leases().await.expect("maintenance"), 0);
+    assert_eq!(
+        stored(&factory),
+        ("running".into(), lease.operation.version, false)
+    );
+    let read = store.get(submitted.id).await.expect("get").expect("found");
+    assert_eq!(read, lease.operation, "read as the claim handed it out");
+    assert!(
+        store
+            .claim(&claim_query(1))
+            .await
+            .expect("claim")
+            .is_empty(),
+        "not claimed again"
+    );
+    let done = store
+        .complete(submitted.id, lease.lease_id, Completion::default())
+        .await
+        .expect("completed under its lease");
+    assert_eq!(done.status, Status::Succeeded);
+    assert_eq!(done.version, lease.operation.version + 1);
+}
+
 /// Two stores on one file, with the same clock.
 async fn two_stores(dir: &Sqlite, clock: Arc<ManualClock>) -> (Arc<dyn Store>, Arc<dyn Store>) {
     let open = || async {
