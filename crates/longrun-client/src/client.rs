@@ -393,12 +393,8 @@ async fn check(response: Response) -> Result<Response, ClientError> {
         return Ok(response);
     }
     let body = response.bytes().await?;
-    let problem = serde_json::from_slice::<Problem>(&body)
-        .unwrap_or_else(|_| Problem::from_plain(status, &body));
-    Err(ClientError::Problem {
-        status: status.as_u16(),
-        problem: Box::new(problem),
-    })
+    let problem = serde_json::from_slice::<Problem>(&body).ok();
+    Err(ClientError::answered(status.as_u16(), problem, &body))
 }
 
 /// The JSON body of a successful response.

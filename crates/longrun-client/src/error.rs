@@ -113,9 +113,21 @@ impl ClientError {
             ClientError::Decode { .. } | ClientError::InvalidUrl { .. } => false,
         }
     }
-}
 
-impl ClientError {
+    /// The error of an answer with status `status`: its `problem` if it had one, else one made
+    /// from the status and the (plain) `body`.
+    pub(crate) fn answered(status: u16, problem: Option<Problem>, body: &[u8]) -> Self {
+        let problem = problem.unwrap_or_else(|| {
+            let code = reqwest::StatusCode::from_u16(status)
+                .unwrap_or(reqwest::StatusCode::INTERNAL_SERVER_ERROR);
+            Problem::from_plain(code, body)
+        });
+        Self::Problem {
+            status,
+            problem: Box::new(problem),
+        }
+    }
+
     /// What one result of [`crate::Client::reports`] means: `Ok` when the report was recorded,
     /// else the error its own route (`complete`, `fail`, `release`) would have answered.
     pub fn of_report(result: ReportResult) -> Result<(), Self> {
@@ -124,16 +136,8 @@ impl ClientError {
         }
         let problem = result
             .problem
-            .and_then(|problem| serde_json::from_value(problem).ok())
-            .unwrap_or_else(|| {
-                let status = reqwest::StatusCode::from_u16(result.status)
-                    .unwrap_or(reqwest::StatusCode::INTERNAL_SERVER_ERROR);
-                Problem::from_plain(status, b"")
-            });
-        Err(Self::Problem {
-            status: result.status,
-            problem: Box::new(problem),
-        })
+            .and_then(|problem| serde_json::from_value(problem).ok());
+        Err(Self::answered(result.status, problem, b""))
     }
 }
 

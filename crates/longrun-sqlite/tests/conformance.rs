@@ -161,17 +161,7 @@ async fn data_survives_closing_and_reopening_the_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_stores_on_one_file_hand_each_operation_out_once() {
     let dir = Sqlite::new();
-    let clock = clock();
-    let first: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&dir.url(), clock.clone())
-            .await
-            .expect("open"),
-    );
-    let second: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&dir.url(), clock.clone())
-            .await
-            .expect("open"),
-    );
+    let (first, second) = two_stores(&dir, clock()).await;
     let mut submitted = HashSet::new();
     for i in 0..100 {
         let store = if i % 2 == 0 { &first } else { &second };
