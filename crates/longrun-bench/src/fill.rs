@@ -1,15 +1,15 @@
 //! Filling a store with N operations in mixed states, fast: the operations are built and moved
 //! through their states with longrun's own lifecycle ([`Operation::start`], `succeed`, ...),
-//! then inserted as rows of the stores' layout (the canonical JSON body plus the query
-//! columns), 1000 per round trip: a multi-row `INSERT` on PostgreSQL, a transaction of one
-//! prepared `INSERT` per row on SQLite. Submitting them one by one through the API would take
+//! then inserted as rows of the stores' layout (the stored body plus the query columns), 1000
+//! per round trip: a multi-row `INSERT` on PostgreSQL, a transaction of one prepared `INSERT`
+//! per row on SQLite. Submitting them one by one through the API would take
 //! longer than the benchmark itself.
 //!
 //! States, by `i % 20`: 0 pending, 1 running (lease of a day, so maintenance leaves it
 //! alone), 2 failed, 3 cancelled, otherwise succeeded (80 %).
 
 use anyhow::Context;
-use longrun_core::{NewOperation, Operation, OperationError};
+use longrun_core::{NewOperation, Operation, OperationError, stored};
 use rusqlite::params;
 use serde_json::json;
 use sqlx::{Postgres, QueryBuilder};
@@ -45,7 +45,7 @@ pub async fn fill(store: &FreshStore, n: u64, batch: u64) -> anyhow::Result<Vec<
             .collect::<anyhow::Result<Vec<_>>>()?;
         let bodies = ops
             .iter()
-            .map(serde_json::to_string)
+            .map(stored::encode)
             .collect::<Result<Vec<_>, _>>()?;
         ids.extend(ops.iter().map(|op| op.id));
         match (&store.pool, pg_conn.as_mut()) {
@@ -121,7 +121,7 @@ fn micros(t: OffsetDateTime) -> i64 {
 async fn insert_sqlite(
     conn: &SqliteConn,
     ops: Vec<Operation>,
-    bodies: Vec<String>,
+    bodies: Vec<Vec<u8>>,
 ) -> anyhow::Result<()> {
     conn.run(move |c| {
         let tx = c.transaction()?;
@@ -158,7 +158,7 @@ async fn insert_sqlite(
 async fn insert_pg(
     conn: &mut sqlx::PgConnection,
     ops: &[Operation],
-    bodies: Vec<String>,
+    bodies: Vec<Vec<u8>>,
 ) -> anyhow::Result<()> {
     let mut query = QueryBuilder::<Postgres>::new(INSERT);
     query.push_values(ops.iter().zip(bodies), |mut row, (op, body)| {

@@ -1,7 +1,7 @@
 //! A claim kept beside an operation's row instead of in it.
 //!
 //! A claim is the hottest write of a queue. Writing it as a new version of the operation's
-//! whole row (about 1 KB of body, and every index on its status) costs a store more than the
+//! whole row (its whole body, and every index on its status) costs a store more than the
 //! rest of the claim together, so the stores record what the claim gave the `start`
 //! transition in a narrow row of its own and leave the operation's row as it was: pending, at
 //! the version the claim started from. Every read applies the [`Start`] to a row still at that

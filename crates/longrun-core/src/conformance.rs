@@ -252,6 +252,28 @@ pub mod shared {
             .expect("complete");
         assert_eq!(done.status, Status::Succeeded);
     }
+
+    /// An operation whose row the engine's own test wrote back as an earlier version stored
+    /// it reads as it was submitted, and is claimed and changed like any other; returns it as
+    /// its first change (a heartbeat) left it, so the test can look at the row again.
+    pub async fn a_row_an_earlier_version_wrote_reads_and_changes(
+        store: &dyn Store,
+        submitted: &Operation,
+    ) -> Operation {
+        assert_eq!(&get(store, submitted.id).await, submitted);
+        let lease = claim_one(store).await;
+        assert_eq!(lease.operation.args, submitted.args);
+        store
+            .heartbeat(submitted.id, lease.lease_id, LEASE, Progress::default())
+            .await
+            .expect("heartbeat");
+        let now = get(store, submitted.id).await;
+        assert_eq!(
+            (now.status, now.version),
+            (Status::Running, lease.operation.version + 1)
+        );
+        now
+    }
 }
 
 fn query(max: u32) -> ClaimQuery {

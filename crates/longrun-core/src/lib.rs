@@ -18,6 +18,7 @@ pub mod operation;
 pub mod retry;
 pub mod status;
 pub mod store;
+pub mod stored;
 pub mod submission;
 pub mod traceparent;
 pub mod validate;

@@ -1,5 +1,6 @@
-//! Mapping between an [`Operation`] and its row: the canonical JSON body plus the columns
-//! that queries filter, order, lock and fence on. Writing a row also keeps the operation's
+//! Mapping between an [`Operation`] and its row: the operation's stored body
+//! ([`longrun_core::stored`], migration 0007) plus the columns that queries filter, order, lock
+//! and fence on. Writing a row also keeps the operation's
 //! entries in the narrow tables that stand for indexes on what changes (migrations 0004 and
 //! 0005): `ready` while it is pending (with its `run_at`), `running` while it runs (with its
 //! lease expiry), `finished` once it has ended (with its status and completion time).
@@ -12,6 +13,7 @@
 
 use longrun_core::claim::Start;
 use longrun_core::claimed::Claimed;
+use longrun_core::stored;
 use longrun_core::{Idempotency, Lease, Operation, Status, StoreError};
 use std::collections::HashMap;
 
@@ -62,8 +64,7 @@ pub(crate) fn db(e: impl std::error::Error + Send + Sync + 'static) -> StoreErro
 /// Decodes a row of `(seq, body, ...)` as it is stored.
 pub(crate) fn decode_stored(row: &PgRow) -> Result<Operation, StoreError> {
     let seq: i64 = row.try_get(0).map_err(db)?;
-    let body: &str = row.try_get(1).map_err(db)?;
-    let mut op: Operation = serde_json::from_str(body).map_err(db)?;
+    let mut op = stored::decode(row.try_get(1).map_err(db)?)?;
     op.seq = seq;
     Ok(op)
 }
@@ -271,7 +272,7 @@ pub(crate) async fn insert(
     let versions: Vec<i64> = ops.iter().map(|(op, _)| op.version).collect();
     let bodies = ops
         .iter()
-        .map(|(op, _)| body(op))
+        .map(|(op, _)| stored::encode(op))
         .collect::<Result<Vec<_>, _>>()?;
     let rows: Vec<(Uuid, i64)> = sqlx::query_as(
         "WITH new AS (
@@ -283,7 +284,7 @@ pub(crate) async fn insert(
              lease_expires_at
          FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int[], $5::text[], $6::timestamptz[],
              $7::uuid[], $8::uuid[], $9::bigint[], $10::bigint[], $11::text[], $12::text[],
-             $13::bigint[], $14::text[], $15::timestamptz[])
+             $13::bigint[], $14::bytea[], $15::timestamptz[])
            AS new(id, name, queue, priority, status, run_at, parent_id, root_id, customer,
              created_by, idempotency_key, idempotency_fingerprint, version, body,
              lease_expires_at)
@@ -355,7 +356,7 @@ pub(crate) async fn save(conn: &mut PgConnection, edits: &[Edited]) -> Result<()
     let leases: Vec<Option<OffsetDateTime>> = ops().map(|op| op.lease_expires_at).collect();
     let completed: Vec<Option<OffsetDateTime>> = ops().map(|op| op.completed_at).collect();
     let versions: Vec<i64> = ops().map(|op| op.version).collect();
-    let bodies = ops().map(body).collect::<Result<Vec<_>, _>>()?;
+    let bodies = ops().map(stored::encode).collect::<Result<Vec<_>, _>>()?;
     sqlx::query(
         "WITH unready AS (
              DELETE FROM ready WHERE seq = ANY($8::bigint[])
@@ -378,7 +379,7 @@ pub(crate) async fn save(conn: &mut PgConnection, edits: &[Edited]) -> Result<()
          SET status = u.status, run_at = u.run_at, lease_expires_at = u.lease_expires_at,
              completed_at = u.completed_at, version = u.version, body = u.body
          FROM UNNEST($1::bigint[], $2::text[], $3::timestamptz[], $4::timestamptz[],
-                     $5::timestamptz[], $6::bigint[], $7::text[])
+                     $5::timestamptz[], $6::bigint[], $7::bytea[])
               AS u(seq, status, run_at, lease_expires_at, completed_at, version, body)
          WHERE o.seq = u.seq",
     )
@@ -415,8 +416,4 @@ pub(crate) async fn save(conn: &mut PgConnection, edits: &[Edited]) -> Result<()
     .await
     .map_err(db)?;
     Ok(())
-}
-
-fn body(op: &Operation) -> Result<String, StoreError> {
-    serde_json::to_string(op).map_err(db)
 }

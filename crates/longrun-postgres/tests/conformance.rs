@@ -229,6 +229,46 @@ async fn a_claim_leaves_the_row_of_its_operation_as_it_was() {
     assert_eq!(now.execution_id, Some(lease.lease_id));
 }
 
+/// A database whose bodies an earlier version wrote as JSON text is migrated to the stored form
+/// of now: its operations read as before, and their next change writes that form.
+#[tokio::test]
+async fn bodies_stored_as_json_text_are_migrated() {
+    let factory = Postgres::new();
+    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+    let store = factory.open(clock.clone()).await;
+    let submitted = store
+        .submit(NewOperation::named("a"))
+        .await
+        .expect("submit")
+        .operation;
+    store.close().await;
+    let pool = factory.pool().await;
+    sqlx::raw_sql(
+        "ALTER TABLE operations ALTER COLUMN body TYPE text USING '';
+         DELETE FROM _sqlx_migrations WHERE version = 7;",
+    )
+    .execute(&pool)
+    .await
+    .expect("go back to migration 6");
+    sqlx::query("UPDATE operations SET body = $1")
+        .bind(serde_json::to_string(&submitted).expect("JSON"))
+        .execute(&pool)
+        .await
+        .expect("a body as migration 6 kept it");
+
+    let store = factory.node(clock).await;
+    let first_byte = || async {
+        sqlx::query_scalar::<_, i32>("SELECT get_byte(body, 0) FROM operations")
+            .fetch_one(&pool)
+            .await
+            .expect("the row")
+    };
+    assert_eq!(first_byte().await, i32::from(b'{'), "migrated as it was");
+    shared::a_row_an_earlier_version_wrote_reads_and_changes(&store, &submitted).await;
+    assert_eq!(first_byte().await, 0xdc, "written in the stored form");
+    store.close().await;
+}
+
 /// A cancel of a pending operation whose `ready` entry a claim holds waits for that claim, and
 /// then finds the operation running: its cancel is only a request.
 #[tokio::test]

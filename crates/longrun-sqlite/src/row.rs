@@ -1,5 +1,6 @@
-//! Mapping between an [`Operation`] and its row: the canonical JSON body plus the columns
-//! that queries filter, order and fence on.
+//! Mapping between an [`Operation`] and its row: the operation's stored body
+//! ([`longrun_core::stored`], a `BLOB`; rows written by earlier versions keep a JSON `TEXT`
+//! until their next change) plus the columns that queries filter, order and fence on.
 //!
 //! A claim leaves the operation's row as it was and records its [`Start`] in a `claims` row
 //! ([`start`], migration 0004); every read of operations joins `claims`
@@ -9,6 +10,7 @@
 
 use longrun_core::claim::Start;
 use longrun_core::claimed::Claimed;
+use longrun_core::stored;
 use longrun_core::{Idempotency, Lease, Operation, StoreError};
 use rusqlite::{Connection, Params, Row, params};
 use time::{Duration, OffsetDateTime};
@@ -50,8 +52,7 @@ pub(crate) fn from_micros(us: i64) -> Result<OffsetDateTime, StoreError> {
 /// Decodes a row of `(seq, body, ...)` as it is stored.
 pub(crate) fn decode_stored(row: &Row<'_>) -> Result<Operation, StoreError> {
     let seq: i64 = row.get(0).map_err(db)?;
-    let body = row.get_ref(1).map_err(db)?.as_str().map_err(db)?;
-    let mut op: Operation = serde_json::from_str(body).map_err(db)?;
+    let mut op = stored::decode(row.get_ref(1).map_err(db)?.as_bytes().map_err(db)?)?;
     op.seq = seq;
     Ok(op)
 }
@@ -186,7 +187,7 @@ pub(crate) fn insert(
     op: &Operation,
     idempotency: Option<&Idempotency>,
 ) -> Result<i64, StoreError> {
-    let body = serde_json::to_string(op).map_err(db)?;
+    let body = stored::encode(op)?;
     let mut stmt = conn
         .prepare_cached(
             "INSERT INTO operations (id, name, queue, priority, status, run_at, lease_expires_at,
@@ -220,7 +221,7 @@ pub(crate) fn insert(
 /// Writes back an operation changed by one of its named transitions; its claim, if one was
 /// not yet written into the row, now is.
 pub(crate) fn save(conn: &Connection, op: &Operation) -> Result<(), StoreError> {
-    let body = serde_json::to_string(op).map_err(db)?;
+    let body = stored::encode(op)?;
     let mut stmt = conn
         .prepare_cached(
             "UPDATE operations

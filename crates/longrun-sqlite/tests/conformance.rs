@@ -359,6 +359,33 @@ async fn submitted_and_claimed(store: &dyn Store) -> (Operation, Lease) {
     (submitted, lease)
 }
 
+/// A row an earlier version wrote, its body as JSON text, reads as before, and its next change
+/// writes the body in the stored form of now.
+#[tokio::test]
+async fn a_body_stored_as_json_is_read_and_rewritten_at_the_next_change() {
+    let factory = Sqlite::new();
+    let store = factory.fresh(clock()).await;
+    let submitted = store
+        .submit(NewOperation::named("a"))
+        .await
+        .expect("submit")
+        .operation;
+    let conn = rusqlite::Connection::open(factory.0.path().join("longrun.db")).expect("open");
+    let body_type = || -> String {
+        conn.query_row("SELECT typeof(body) FROM operations", [], |row| row.get(0))
+            .expect("the row")
+    };
+    assert_eq!(body_type(), "blob");
+    conn.execute(
+        "UPDATE operations SET body = ?1",
+        [serde_json::to_string(&submitted).expect("JSON")],
+    )
+    .expect("write the body as JSON");
+    assert_eq!(body_type(), "text");
+    shared::a_row_an_earlier_version_wrote_reads_and_changes(&*store, &submitted).await;
+    assert_eq!(body_type(), "blob");
+}
+
 /// A claim writes a narrow `claims` row, not the operation's row; reads show the operation
 /// running all the same, and its next change writes the row out.
 #[tokio::test]
