@@ -4,7 +4,10 @@
 //! walked by every later claim (and `running` churns the same way: a row per claim, deleted
 //! at the end). Autovacuum wakes once a minute by default, longer than a burst of claims
 //! takes, so once a second this task reads the tables' dead-row counts and vacuums `ready` and
-//! `running` past [`QUEUE_DEAD_ROWS`]. Where autovacuum is off altogether it also vacuums (and
+//! `running` past [`QUEUE_DEAD_ROWS`]. It analyzes them in the same pass, and also once the rows
+//! changed since their last statistics pass that count and a tenth of the table: a claim
+//! picks its plan by them, and without them (a table that just filled up) it sorted the whole queue on every claim, 4.4 ms
+//! at 20,000 pending instead of 0.2 ms through the claim-order index. Where autovacuum is off altogether it also vacuums (and
 //! analyzes) `operations` at autovacuum's default thresholds: every transition leaves a dead
 //! row version and dead entries in its indexes, which would otherwise pile up for good.
 //! `SKIP_LOCKED` makes a vacuum already running (another node, autovacuum) a reason to skip,
@@ -17,7 +20,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{MissedTickBehavior, interval};
 
 /// Dead rows in `ready` or `running` worth a vacuum (a vacuum of a table this small takes
-/// milliseconds).
+/// milliseconds); changed rows beyond a tenth of the table worth new statistics.
 const QUEUE_DEAD_ROWS: i64 = 1000;
 
 /// How often the dead-row counts are read.
@@ -55,12 +58,12 @@ impl Drop for Vacuum {
 }
 
 /// Whether `ready`, `running` and `operations` need a vacuum now, by their dead and live row
-/// counts.
+/// counts and (the first two) the rows changed since their last statistics.
 const DUE: &str = "SELECT
-       coalesce((SELECT n_dead_tup FROM pg_stat_user_tables
-                 WHERE relid = 'ready'::regclass), 0) >= $1,
-       coalesce((SELECT n_dead_tup FROM pg_stat_user_tables
-                 WHERE relid = 'running'::regclass), 0) >= $1,
+       coalesce((SELECT n_dead_tup >= $1 OR n_mod_since_analyze >= $1 + 0.1 * n_live_tup
+                 FROM pg_stat_user_tables WHERE relid = 'ready'::regclass), false),
+       coalesce((SELECT n_dead_tup >= $1 OR n_mod_since_analyze >= $1 + 0.1 * n_live_tup
+                 FROM pg_stat_user_tables WHERE relid = 'running'::regclass), false),
        current_setting('autovacuum') = 'off' AND coalesce(
            (SELECT n_dead_tup >= 50 + 0.2 * n_live_tup FROM pg_stat_user_tables
             WHERE relid = 'operations'::regclass), false)";
@@ -71,12 +74,12 @@ async fn vacuum_if_needed(pool: &PgPool) -> Result<(), sqlx::Error> {
         .fetch_one(pool)
         .await?;
     if ready {
-        sqlx::query("VACUUM (SKIP_LOCKED) ready")
+        sqlx::query("VACUUM (SKIP_LOCKED, ANALYZE) ready")
             .execute(pool)
             .await?;
     }
     if running {
-        sqlx::query("VACUUM (SKIP_LOCKED) running")
+        sqlx::query("VACUUM (SKIP_LOCKED, ANALYZE) running")
             .execute(pool)
             .await?;
     }

@@ -503,26 +503,55 @@ async fn the_tables_are_vacuumed_after_many_claims() {
         tables.push("operations");
     }
     for table in tables {
-        let vacuumed = async {
-            loop {
-                let at: Option<OffsetDateTime> = sqlx::query_scalar(
-                    "SELECT coalesce(last_vacuum, last_autovacuum) FROM pg_stat_user_tables
-                     WHERE relid = $1::regclass",
-                )
-                .bind(table)
-                .fetch_one(&pool)
-                .await
-                .expect("stats");
-                if at.is_some() {
-                    return;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            }
-        };
-        tokio::time::timeout(std::time::Duration::from_secs(20), vacuumed)
-            .await
-            .unwrap_or_else(|_| panic!("{table} was not vacuumed"));
+        until_set(&pool, "coalesce(last_vacuum, last_autovacuum)", table).await;
     }
+}
+
+/// Waits (up to 20 s) until `table` has a time in the `pg_stat_user_tables` column `column`.
+async fn until_set(pool: &sqlx::PgPool, column: &str, table: &str) {
+    let set = async {
+        loop {
+            let at: Option<OffsetDateTime> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT {column} FROM pg_stat_user_tables WHERE relid = $1::regclass"
+            )))
+            .bind(table)
+            .fetch_one(pool)
+            .await
+            .expect("stats");
+            if at.is_some() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), set)
+        .await
+        .unwrap_or_else(|_| panic!("{table} has no {column}"));
+}
+
+/// A queue that fills up gets statistics from the store within seconds, not at autovacuum's
+/// next round: claims plan by them (without, each claim sorted the whole queue).
+#[tokio::test]
+async fn a_queue_that_fills_up_is_analyzed() {
+    let factory = Postgres::new();
+    let store = factory.fresh(Arc::new(longrun_core::SystemClock)).await;
+    let pool = factory.pool().await;
+    let submits = (0..1500).map(|_| store.submit(NewOperation::named("a")));
+    for submitted in futures::future::join_all(submits).await {
+        submitted.expect("submit");
+    }
+    until_set(&pool, "last_analyze", "ready").await;
+    let plan: Vec<String> = sqlx::query_scalar(
+        "EXPLAIN SELECT seq FROM ready WHERE run_at <= now()
+         ORDER BY priority DESC, seq LIMIT 100 FOR UPDATE SKIP LOCKED",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("explain");
+    assert!(
+        plan.iter().any(|line| line.contains("ready_claim_order")),
+        "{plan:#?}"
+    );
 }
 
 /// Changes of an operation rewrite its row in place (HOT updates: a new version on the same
