@@ -2,8 +2,8 @@
 //! through their states with longrun's own lifecycle ([`Operation::start`], `succeed`, ...),
 //! then inserted as rows of the stores' layout (the stored body plus the query columns), 1000
 //! per round trip: a multi-row `INSERT` on PostgreSQL, a transaction of one prepared `INSERT`
-//! per row on SQLite. Submitting them one by one through the API would take
-//! longer than the benchmark itself.
+//! per row on SQLite. Submitting them one by one through the API would take longer than the
+//! benchmark itself.
 //!
 //! States, by `i % 20`: 0 pending, 1 running (lease of a day, so maintenance leaves it
 //! alone), 2 failed, 3 cancelled, otherwise succeeded (80 %).

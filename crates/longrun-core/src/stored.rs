@@ -9,7 +9,7 @@
 //!
 //! Because fields are stored by position, [`Operation`]'s fields may only ever be appended,
 //! each new one with `#[serde(default)]` so that bodies stored before it still decode; never
-//! reordered, renamed in type, or removed. `decodes_a_body_stored_by_an_earlier_version`
+//! reordered, changed in type, or removed. `decodes_a_body_stored_by_an_earlier_version`
 //! keeps a body as an earlier version wrote it.
 //!
 //! [MessagePack]: https://msgpack.org

@@ -1,15 +1,15 @@
 //! Mapping between an [`Operation`] and its row: the operation's stored body
 //! ([`longrun_core::stored`], migration 0007) plus the columns that queries filter, order, lock
-//! and fence on. Writing a row also keeps the operation's
-//! entries in the narrow tables that stand for indexes on what changes (migrations 0004 and
-//! 0005): `ready` while it is pending (with its `run_at`), `running` while it runs (with its
-//! lease expiry), `finished` once it has ended (with its status and completion time).
-//! [`insert`], [`save`] and [`start`] (a claim) are the only writers of those tables.
+//! and fence on. Writing a row also keeps the operation's entries in the narrow tables that
+//! stand for indexes on what changes (migrations 0004 and 0005): `ready` while it is pending
+//! (with its `run_at`), `running` while it runs (with its lease expiry), `finished` once it has
+//! ended (with its status and completion time). [`insert`], [`save`] and [`start`] (a claim)
+//! are the only writers of those tables.
 //!
-//! A claim leaves the operation's row as it was and records its [`Start`] in the `running`
-//! row (migration 0006); every read of operations joins `running` ([`select_operations!`],
-//! [`claims_of_o!`], [`operations_where!`]) and [`decode`] applies the start to a row it finds still at the version
-//! the claim started from.
+//! A claim leaves the operation's row as it was and records its [`Start`] in the `running` row
+//! (migration 0006); every read of operations joins `running` ([`select_operations!`],
+//! [`claims_of_o!`], [`operations_where!`]) and [`decode`] applies the start to a row it finds
+//! still at the version the claim started from.
 
 use longrun_core::claim::Start;
 use longrun_core::claimed::Claimed;
