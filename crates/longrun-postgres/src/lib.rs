@@ -220,7 +220,13 @@ const CLAIM_READY: &str = "DELETE FROM ready
 /// and the operation is pending again, to be run again, as after an expired lease; nothing
 /// later can outlive it, as every other write waits for the flush, which takes the claim's
 /// WAL with it (a completion can never be durable without its claim).
-const BEGIN_CLAIM: &str = "BEGIN; SET LOCAL synchronous_commit = off";
+///
+/// Nor does it sort (`enable_sort = off`): [`CLAIM_READY`] walks `ready_claim_order` and stops
+/// at its `LIMIT`. On a queue without statistics (one that just filled up), PostgreSQL took
+/// the filter on names for a rare match and sorted the whole queue instead, on every claim,
+/// unbounded under `FOR UPDATE`: 4.5 ms per claim at 20,000 pending, against 0.3 ms. Where
+/// nothing matches, the walk reads what the sort would have (3.5 ms against 4.1 ms).
+const BEGIN_CLAIM: &str = "BEGIN; SET LOCAL synchronous_commit = off; SET LOCAL enable_sort = off";
 
 const NEXT_RUN_AT: &str = "SELECT min(run_at) FROM ready
      WHERE (cardinality($1::text[]) = 0 OR name = ANY($1))
@@ -562,5 +568,60 @@ impl Store for PgStore {
             .transpose()
             .map_err(db)?
             .unwrap_or(false))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::{AssertSqlSafe, Connection, PgConnection};
+
+    use super::*;
+
+    /// A claim on a queue without statistics walks the claim-order index: no sort.
+    #[tokio::test]
+    async fn a_claim_walks_the_claim_order_on_a_queue_without_statistics() {
+        let url = std::env::var("LONGRUN_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into());
+        let schema = format!("longrun_plan_{}", Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(&url).await.expect("connect");
+        sqlx::raw_sql(AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&mut admin)
+            .await
+            .expect("schema");
+        let options: PgConnectOptions = url.parse().expect("url");
+        let mut conn = PgConnection::connect_with(&options.options([("search_path", &schema)]))
+            .await
+            .expect("connect");
+        MIGRATOR.run(&mut conn).await.expect("migrate");
+        sqlx::raw_sql(
+            "INSERT INTO ready SELECT i, 0, now(), 'a', 'default'
+             FROM generate_series(1, 20000) i;",
+        )
+        .execute(&mut conn)
+        .await
+        .expect("a queue");
+        sqlx::raw_sql(BEGIN_CLAIM)
+            .execute(&mut conn)
+            .await
+            .expect("begin");
+        let plan: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!("EXPLAIN {CLAIM_READY}")))
+            .bind(OffsetDateTime::now_utc())
+            .bind(vec!["a"])
+            .bind(Vec::<String>::new())
+            .bind(100_i64)
+            .fetch_all(&mut conn)
+            .await
+            .expect("explain");
+        drop(conn);
+        sqlx::raw_sql(AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+            .execute(&mut admin)
+            .await
+            .expect("drop");
+        assert!(
+            plan.iter()
+                .any(|l| l.contains("Index Scan using ready_claim_order"))
+                && !plan.iter().any(|l| l.contains("Sort")),
+            "{plan:#?}"
+        );
     }
 }
