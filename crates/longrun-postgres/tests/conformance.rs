@@ -530,7 +530,8 @@ async fn until_set(pool: &sqlx::PgPool, column: &str, table: &str) {
 }
 
 /// A queue that fills up gets statistics from the store within seconds, not at autovacuum's
-/// next round: claims plan by them (without, each claim sorted the whole queue).
+/// next round: the statements on it plan by them (with them, even a claim that may sort walks
+/// the claim order).
 #[tokio::test]
 async fn a_queue_that_fills_up_is_analyzed() {
     let factory = Postgres::new();
