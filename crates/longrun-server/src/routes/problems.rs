@@ -24,6 +24,15 @@ pub(super) struct Unavailable(Problem);
 )]
 pub(super) struct OperationNotFound(Problem);
 
+/// A JSON body that does not parse.
+#[derive(IntoResponses)]
+#[response(
+    status = 400,
+    description = "Malformed JSON.",
+    content_type = "application/problem+json"
+)]
+pub(super) struct MalformedJson(Problem);
+
 /// A request body refused before it is read.
 #[derive(IntoResponses)]
 pub(super) enum BodyRefused {

@@ -23,7 +23,7 @@ use longrun_core::{
     StoreError,
 };
 
-use super::problems::{BodyRefused, OperationNotFound, Unavailable};
+use super::problems::{BodyRefused, MalformedJson, OperationNotFound, Unavailable};
 use crate::AppState;
 use crate::base_url::BaseUrl;
 use crate::caller::{Action, Caller};
@@ -56,7 +56,7 @@ const DEFAULT_LEASE_SECS: u32 = 30;
             ("fail" = (operation_id = "fail", parameters(("id" = "$response.body#/leases/0/operation/id")), request_body = json!({"leaseId": "$response.body#/leases/0/leaseId"}), description = "Report the first lease's failure.")),
             ("release" = (operation_id = "release", parameters(("id" = "$response.body#/leases/0/operation/id")), request_body = json!({"leaseId": "$response.body#/leases/0/leaseId"}), description = "Give the first lease back.")),
         )),
-        (status = 400, description = "Malformed JSON.", body = Problem, content_type = "application/problem+json"),
+        MalformedJson,
         BodyRefused,
         (status = 422, description = "Invalid request (`max`, `leaseSecs` or `waitSecs` out of range, bad names).", body = Problem, content_type = "application/problem+json"),
         Unavailable,
@@ -127,7 +127,7 @@ fn claim_query(
     request_body = HeartbeatRequest,
     responses(
         (status = 200, description = "Lease extended.", body = HeartbeatResponse),
-        (status = 400, description = "Malformed JSON.", body = Problem, content_type = "application/problem+json"),
+        MalformedJson,
         OperationNotFound,
         (status = 409, description = "The lease is no longer current; nothing was changed.", body = Problem, content_type = "application/problem+json"),
         BodyRefused,
@@ -180,7 +180,7 @@ pub async fn heartbeat(
         (status = 204, description = "Recorded (`Prefer: return=minimal`).", headers(
             ("Preference-Applied" = String, description = "`return=minimal`."),
         )),
-        (status = 400, description = "Malformed JSON.", body = Problem, content_type = "application/problem+json"),
+        MalformedJson,
         OperationNotFound,
         (status = 409, description = "The lease is no longer current, or the attempt was already reported; nothing was changed.", body = Problem, content_type = "application/problem+json"),
         BodyRefused,
@@ -220,7 +220,7 @@ pub async fn complete(
         (status = 204, description = "Recorded (`Prefer: return=minimal`).", headers(
             ("Preference-Applied" = String, description = "`return=minimal`."),
         )),
-        (status = 400, description = "Malformed JSON.", body = Problem, content_type = "application/problem+json"),
+        MalformedJson,
         OperationNotFound,
         (status = 409, description = "The lease is no longer current, or the attempt was already reported; nothing was changed.", body = Problem, content_type = "application/problem+json"),
         BodyRefused,
@@ -259,7 +259,7 @@ pub async fn fail(
         (status = 204, description = "Released (`Prefer: return=minimal`).", headers(
             ("Preference-Applied" = String, description = "`return=minimal`."),
         )),
-        (status = 400, description = "Malformed JSON.", body = Problem, content_type = "application/problem+json"),
+        MalformedJson,
         OperationNotFound,
         (status = 409, description = "The lease is no longer current; nothing was changed.", body = Problem, content_type = "application/problem+json"),
         BodyRefused,
@@ -295,7 +295,7 @@ pub async fn release(
     request_body = ReportsRequest,
     responses(
         (status = 200, description = "One result per report, in order.", body = ReportsResponse),
-        (status = 400, description = "Malformed JSON.", body = Problem, content_type = "application/problem+json"),
+        MalformedJson,
         BodyRefused,
         (status = 422, description = "No reports, more than 1000, or an invalid one (named by `pointer`); nothing was recorded.", body = Problem, content_type = "application/problem+json"),
         Unavailable,
