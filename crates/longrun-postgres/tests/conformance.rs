@@ -474,10 +474,7 @@ async fn the_tables_are_vacuumed_after_many_claims() {
     let factory = Postgres::new();
     let store = factory.fresh(Arc::new(longrun_core::SystemClock)).await;
     let pool = factory.pool().await;
-    let submits = (0..1500).map(|_| store.submit(NewOperation::named("v")));
-    for submitted in futures::future::join_all(submits).await {
-        submitted.expect("submit");
-    }
+    submit_at_once(&*store, 1500, "v").await;
     let claim = ClaimQuery {
         worker: "w".into(),
         filter: ClaimFilter::default(),
@@ -504,6 +501,14 @@ async fn the_tables_are_vacuumed_after_many_claims() {
     }
     for table in tables {
         until_set(&pool, "coalesce(last_vacuum, last_autovacuum)", table).await;
+    }
+}
+
+/// Submits `n` operations named `name` at once (they share the writer's batches).
+async fn submit_at_once(store: &dyn Store, n: usize, name: &str) {
+    let submits = (0..n).map(|_| store.submit(NewOperation::named(name)));
+    for submitted in futures::future::join_all(submits).await {
+        submitted.expect("submit");
     }
 }
 
@@ -537,10 +542,7 @@ async fn a_queue_that_fills_up_is_analyzed() {
     let factory = Postgres::new();
     let store = factory.fresh(Arc::new(longrun_core::SystemClock)).await;
     let pool = factory.pool().await;
-    let submits = (0..1500).map(|_| store.submit(NewOperation::named("a")));
-    for submitted in futures::future::join_all(submits).await {
-        submitted.expect("submit");
-    }
+    submit_at_once(&*store, 1500, "a").await;
     until_set(&pool, "last_analyze", "ready").await;
     let plan: Vec<String> = sqlx::query_scalar(
         "EXPLAIN SELECT seq FROM ready WHERE run_at <= now()
