@@ -102,6 +102,7 @@ suite!($
     cancels_racing_claims_never_cancel_a_handed_out_operation,
     next_run_at_is_the_earliest_pending_run_at,
     heartbeat_extends_the_lease_and_records_progress,
+    concurrent_changes_of_one_operation_are_each_answered_as_they_left_it,
     complete_records_the_outcome,
     retryable_failure_backs_off_until_retries_run_out,
     fatal_failure_fails_at_once,
@@ -1241,6 +1242,53 @@ async fn next_run_at_is_the_earliest_pending_run_at(
 // ---------------------------------------------------------------------------------------------
 // Worker reports
 // ---------------------------------------------------------------------------------------------
+
+/// Changes of one operation that arrive together (and so may share a transaction) are applied
+/// in turn, and each is answered with the operation as that change left it, not as a later one
+/// in the same transaction did.
+async fn concurrent_changes_of_one_operation_are_each_answered_as_they_left_it(
+    store: Arc<dyn Store>,
+    _clock: Arc<ManualClock>,
+) {
+    let op = submit_named(&*store, "t").await;
+    let lease = claim_one(&*store).await;
+    let mut beats = tokio::task::JoinSet::new();
+    for k in 0..40 {
+        let store = store.clone();
+        beats.spawn(async move {
+            let progress = Progress {
+                pct: Some(f64::from(k)),
+                detail: Some(format!("beat {k}")),
+            };
+            let answer = store
+                .edit(
+                    op.id,
+                    crate::write::heartbeat(lease.lease_id, LEASE, progress),
+                )
+                .await
+                .expect("heartbeat");
+            (k, answer)
+        });
+    }
+    let mut versions = HashMap::new();
+    while let Some(beat) = beats.join_next().await {
+        let (k, answer) = beat.expect("heartbeat task");
+        assert_eq!(
+            (answer.progress_pct, answer.status_detail.as_deref()),
+            (Some(f64::from(k)), Some(format!("beat {k}").as_str())),
+            "heartbeat {k} is answered with its own change"
+        );
+        assert!(
+            versions.insert(answer.version, k).is_none(),
+            "version {} answered twice",
+            answer.version
+        );
+    }
+    let now = get(&*store, op.id).await;
+    let last = versions[&now.version];
+    assert_eq!(now.version, 2 + 40, "every heartbeat counted once");
+    assert_eq!(now.progress_pct, Some(f64::from(last)));
+}
 
 async fn heartbeat_extends_the_lease_and_records_progress(
     store: Arc<dyn Store>,

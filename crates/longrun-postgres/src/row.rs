@@ -247,13 +247,12 @@ impl Edited {
 /// (an operation whose idempotency key is taken is not inserted).
 pub(crate) async fn insert(
     conn: &mut PgConnection,
-    ops: &[(Operation, Option<Idempotency>)],
+    ops: &[(&Operation, Option<&Idempotency>)],
 ) -> Result<HashMap<Uuid, i64>, StoreError> {
     if ops.is_empty() {
         return Ok(HashMap::new());
     }
-    let col =
-        |f: &dyn Fn(&Operation) -> String| ops.iter().map(|(op, _)| f(op)).collect::<Vec<_>>();
+    let col = |f: &dyn Fn(&Operation) -> &str| ops.iter().map(|(op, _)| f(op)).collect::<Vec<_>>();
     let ids: Vec<Uuid> = ops.iter().map(|(op, _)| op.id).collect();
     let priorities: Vec<i32> = ops.iter().map(|(op, _)| op.priority).collect();
     let run_at: Vec<OffsetDateTime> = ops.iter().map(|(op, _)| op.run_at).collect();
@@ -261,13 +260,10 @@ pub(crate) async fn insert(
     let roots: Vec<Uuid> = ops.iter().map(|(op, _)| op.root_id).collect();
     let customers: Vec<i64> = ops.iter().map(|(op, _)| op.customer).collect();
     let creators: Vec<i64> = ops.iter().map(|(op, _)| op.created_by).collect();
-    let keys: Vec<Option<&str>> = ops
-        .iter()
-        .map(|(_, i)| i.as_ref().map(|i| i.key.as_str()))
-        .collect();
+    let keys: Vec<Option<&str>> = ops.iter().map(|(_, i)| i.map(|i| i.key.as_str())).collect();
     let prints: Vec<Option<&str>> = ops
         .iter()
-        .map(|(_, i)| i.as_ref().map(|i| i.fingerprint.as_str()))
+        .map(|(_, i)| i.map(|i| i.fingerprint.as_str()))
         .collect();
     let versions: Vec<i64> = ops.iter().map(|(op, _)| op.version).collect();
     let bodies = ops
@@ -300,10 +296,10 @@ pub(crate) async fn insert(
          SELECT id, seq FROM new",
     )
     .bind(ids)
-    .bind(col(&|op| op.name.clone()))
-    .bind(col(&|op| op.queue.clone()))
+    .bind(col(&|op| op.name.as_str()))
+    .bind(col(&|op| op.queue.as_str()))
     .bind(priorities)
-    .bind(col(&|op| op.status.as_str().to_owned()))
+    .bind(col(&|op| op.status.as_str()))
     .bind(run_at)
     .bind(parents)
     .bind(roots)

@@ -125,6 +125,13 @@ async fn apply(
     let mut answers: Vec<Option<Answer>> = Vec::with_capacity(writes.len());
     let mut inserts: Vec<(usize, Operation, Option<Idempotency>)> = vec![];
     let mut dirty = HashSet::new();
+    // The last change of an operation in the batch is answered with the operation itself once
+    // it is saved (`moved`); an earlier one with a copy of the operation as it was then.
+    let mut edits_left: HashMap<Uuid, usize> = HashMap::new();
+    for id in &edited {
+        *edits_left.entry(*id).or_default() += 1;
+    }
+    let mut moved: Vec<(usize, Uuid)> = vec![];
     for (i, write) in writes.into_iter().enumerate() {
         answers.push(match write {
             Write::Submit(new) => match new
@@ -143,16 +150,28 @@ async fn apply(
                     None
                 }
             },
-            Write::Edit(id, edit) => Some(match locked.get_mut(&id) {
-                None => Err(StoreError::NotFound(id)),
-                Some(Edited { op, .. }) => edit(op, now).map_err(StoreError::from).map(|()| {
-                    dirty.insert(id);
-                    Submitted {
-                        operation: op.clone(),
-                        created: false,
-                    }
-                }),
-            }),
+            Write::Edit(id, edit) => {
+                let left = edits_left.get_mut(&id).expect("counted above");
+                *left -= 1;
+                match locked.get_mut(&id) {
+                    None => Some(Err(StoreError::NotFound(id))),
+                    Some(Edited { op, .. }) => match edit(op, now) {
+                        Err(e) => Some(Err(e.into())),
+                        Ok(()) => {
+                            dirty.insert(id);
+                            if *left == 0 {
+                                moved.push((i, id));
+                                None
+                            } else {
+                                Some(Ok(Submitted {
+                                    operation: op.clone(),
+                                    created: false,
+                                }))
+                            }
+                        }
+                    },
+                }
+            }
         });
     }
 
@@ -166,17 +185,18 @@ async fn apply(
             assigned.push((i, a));
         }
     }
-    let new_ops: Vec<(Operation, Option<Idempotency>)> = inserts
+    let new_ops: Vec<(&Operation, Option<&Idempotency>)> = inserts
         .iter()
-        .map(|(_, op, idem)| (op.clone(), idem.clone()))
+        .map(|(_, op, idem)| (op, idem.as_ref()))
         .collect();
     let seqs = row::insert(tx, &new_ops).await?;
     // Only what was inserted is handed over (an operation whose idempotency key was taken is
     // the earlier one's).
     for (i, a) in assigned {
-        let op = &inserts[i].1;
+        let op = &mut inserts[i].1;
         if let Some(&seq) = seqs.get(&op.id) {
-            handover.stored(a, &Operation { seq, ..op.clone() });
+            op.seq = seq;
+            handover.stored(a, op);
         }
     }
     let grants = handover.finish();
@@ -214,6 +234,15 @@ async fn apply(
         .collect();
     row::save(tx, &changed).await?;
     announced.extend(changed.iter().map(|e| change(&e.op)));
+    let mut saved: HashMap<Uuid, Operation> =
+        changed.into_iter().map(|e| (e.op.id, e.op)).collect();
+    for (i, id) in moved {
+        let operation = saved.remove(&id).expect("a changed operation is saved");
+        answers[i] = Some(Ok(Submitted {
+            operation,
+            created: false,
+        }));
+    }
     let answers = answers
         .into_iter()
         .map(|a| a.expect("every write is answered"))
