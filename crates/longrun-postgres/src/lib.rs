@@ -577,31 +577,63 @@ mod tests {
 
     use super::*;
 
+    /// A migrated schema of its own in the test database, dropped by [`Scratch::drop_schema`].
+    struct Scratch {
+        admin: PgConnection,
+        schema: String,
+        conn: PgConnection,
+    }
+
+    impl Scratch {
+        async fn new() -> Self {
+            let url = std::env::var("LONGRUN_TEST_DATABASE_URL")
+                .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into());
+            let schema = format!("longrun_plan_{}", Uuid::new_v4().simple());
+            let mut admin = PgConnection::connect(&url).await.expect("connect");
+            sqlx::raw_sql(AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+                .execute(&mut admin)
+                .await
+                .expect("schema");
+            let options: PgConnectOptions = url.parse().expect("url");
+            let mut conn = PgConnection::connect_with(&options.options([("search_path", &schema)]))
+                .await
+                .expect("connect");
+            MIGRATOR.run(&mut conn).await.expect("migrate");
+            Self {
+                admin,
+                schema,
+                conn,
+            }
+        }
+
+        async fn drop_schema(self) {
+            let Self {
+                mut admin,
+                schema,
+                conn,
+            } = self;
+            drop(conn);
+            sqlx::raw_sql(AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+                .execute(&mut admin)
+                .await
+                .expect("drop");
+        }
+    }
+
     /// A claim on a queue without statistics walks the claim-order index: no sort.
     #[tokio::test]
     async fn a_claim_walks_the_claim_order_on_a_queue_without_statistics() {
-        let url = std::env::var("LONGRUN_TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into());
-        let schema = format!("longrun_plan_{}", Uuid::new_v4().simple());
-        let mut admin = PgConnection::connect(&url).await.expect("connect");
-        sqlx::raw_sql(AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-            .execute(&mut admin)
-            .await
-            .expect("schema");
-        let options: PgConnectOptions = url.parse().expect("url");
-        let mut conn = PgConnection::connect_with(&options.options([("search_path", &schema)]))
-            .await
-            .expect("connect");
-        MIGRATOR.run(&mut conn).await.expect("migrate");
+        let mut scratch = Scratch::new().await;
+        let conn = &mut scratch.conn;
         sqlx::raw_sql(
             "INSERT INTO ready SELECT i, 0, now(), 'a', 'default'
              FROM generate_series(1, 20000) i;",
         )
-        .execute(&mut conn)
+        .execute(&mut *conn)
         .await
         .expect("a queue");
         sqlx::raw_sql(BEGIN_CLAIM)
-            .execute(&mut conn)
+            .execute(&mut *conn)
             .await
             .expect("begin");
         let plan: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!("EXPLAIN {CLAIM_READY}")))
@@ -609,18 +641,37 @@ mod tests {
             .bind(vec!["a"])
             .bind(Vec::<String>::new())
             .bind(100_i64)
-            .fetch_all(&mut conn)
+            .fetch_all(&mut *conn)
             .await
             .expect("explain");
-        drop(conn);
-        sqlx::raw_sql(AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-            .execute(&mut admin)
-            .await
-            .expect("drop");
+        scratch.drop_schema().await;
         assert!(
             plan.iter()
                 .any(|l| l.contains("Index Scan using ready_claim_order"))
                 && !plan.iter().any(|l| l.contains("Sort")),
+            "{plan:#?}"
+        );
+    }
+
+    /// A read looks an operation up in `running` only when its row is pending or running.
+    #[tokio::test]
+    async fn a_read_looks_up_claims_only_of_unfinished_operations() {
+        let mut scratch = Scratch::new().await;
+        let plan: Vec<String> = sqlx::query_scalar(concat!(
+            "EXPLAIN ",
+            row::operations_where!("o.id = ANY($1)")
+        ))
+        .bind(vec![Uuid::new_v4()])
+        .fetch_all(&mut scratch.conn)
+        .await
+        .expect("explain");
+        scratch.drop_schema().await;
+        let filter = plan
+            .iter()
+            .position(|l| l.contains("One-Time Filter") && l.contains("pending"));
+        let running = plan.iter().position(|l| l.contains(" on running r"));
+        assert!(
+            matches!((filter, running), (Some(f), Some(r)) if f < r),
             "{plan:#?}"
         );
     }
