@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::ViewQuery;
-use super::problems::{OperationNotFound, Unavailable};
+use super::common_responses::{OperationNotFound, Unavailable};
 use crate::AppState;
 use crate::base_url::BaseUrl;
 use crate::caller::{Action, Caller};

@@ -1,9 +1,9 @@
 //! The HTTP routes, grouped by audience, and what their answers share.
 
+mod common_responses;
 mod events;
 mod health;
 mod operations;
-mod problems;
 mod workers;
 
 use axum::http::{HeaderValue, StatusCode, header};

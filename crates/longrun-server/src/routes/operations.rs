@@ -15,7 +15,7 @@ use serde_json::Value;
 use utoipa::IntoParams;
 use uuid::Uuid;
 
-use super::problems::{BodyRefused, OperationNotFound, Unavailable};
+use super::common_responses::{BodyRefused, OperationNotFound, Unavailable};
 use super::{ViewQuery, operation_response, set_location};
 use crate::AppState;
 use crate::base_url::BaseUrl;

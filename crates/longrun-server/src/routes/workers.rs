@@ -23,7 +23,10 @@ use longrun_core::{
     StoreError,
 };
 
-use super::problems::{BodyRefused, MalformedJson, OperationNotFound, Unavailable};
+use super::common_responses::{
+    BodyRefused, LeaseNotCurrent, MalformedJson, OperationNotFound, OutcomeNotRecorded,
+    RecordedMinimal, Unavailable,
+};
 use crate::AppState;
 use crate::base_url::BaseUrl;
 use crate::caller::{Action, Caller};
@@ -129,7 +132,7 @@ fn claim_query(
         (status = 200, description = "Lease extended.", body = HeartbeatResponse),
         MalformedJson,
         OperationNotFound,
-        (status = 409, description = "The lease is no longer current; nothing was changed.", body = Problem, content_type = "application/problem+json"),
+        LeaseNotCurrent,
         BodyRefused,
         (status = 422, description = "Invalid request (`progressPct` outside 0–100, `leaseSecs` out of range).", body = Problem, content_type = "application/problem+json"),
         Unavailable,
@@ -177,14 +180,12 @@ pub async fn heartbeat(
     request_body = CompleteRequest,
     responses(
         (status = 200, description = "Recorded; the operation, now succeeded.", body = Operation),
-        (status = 204, description = "Recorded (`Prefer: return=minimal`).", headers(
-            ("Preference-Applied" = String, description = "`return=minimal`."),
-        )),
+        RecordedMinimal,
         MalformedJson,
         OperationNotFound,
-        (status = 409, description = "The lease is no longer current, or the attempt was already reported; nothing was changed.", body = Problem, content_type = "application/problem+json"),
+        OutcomeNotRecorded,
         BodyRefused,
-        (status = 422, description = "Invalid request.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid request (`result` over its size limit, nesting too deep, a field of the wrong type or unknown).", body = Problem, content_type = "application/problem+json"),
         Unavailable,
     )
 )]
@@ -217,14 +218,12 @@ pub async fn complete(
     request_body = FailRequest,
     responses(
         (status = 200, description = "Recorded; the operation, now pending (retry), failed or cancelled.", body = Operation),
-        (status = 204, description = "Recorded (`Prefer: return=minimal`).", headers(
-            ("Preference-Applied" = String, description = "`return=minimal`."),
-        )),
+        RecordedMinimal,
         MalformedJson,
         OperationNotFound,
-        (status = 409, description = "The lease is no longer current, or the attempt was already reported; nothing was changed.", body = Problem, content_type = "application/problem+json"),
+        OutcomeNotRecorded,
         BodyRefused,
-        (status = 422, description = "Invalid request.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid request (`error.type` missing, empty or too long, a bad `error.code`, a field of the wrong type or unknown).", body = Problem, content_type = "application/problem+json"),
         Unavailable,
     )
 )]
@@ -256,14 +255,12 @@ pub async fn fail(
     request_body = ReleaseRequest,
     responses(
         (status = 200, description = "Released; the operation, now pending (or cancelled).", body = Operation),
-        (status = 204, description = "Released (`Prefer: return=minimal`).", headers(
-            ("Preference-Applied" = String, description = "`return=minimal`."),
-        )),
+        RecordedMinimal,
         MalformedJson,
         OperationNotFound,
-        (status = 409, description = "The lease is no longer current; nothing was changed.", body = Problem, content_type = "application/problem+json"),
+        LeaseNotCurrent,
         BodyRefused,
-        (status = 422, description = "Invalid request.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid request (no `leaseId`, a field of the wrong type or unknown).", body = Problem, content_type = "application/problem+json"),
         Unavailable,
     )
 )]

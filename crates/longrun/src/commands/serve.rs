@@ -12,25 +12,33 @@ use tokio_util::sync::CancellationToken;
 
 use super::{init_tracing, shutdown_signal, worker::CommandWorkerArgs};
 
-/// Where the operations are stored.
+/// Where the operations are stored. The flags are global: a command with subcommands (`keys`)
+/// takes them before or after its subcommand.
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
     /// Database URL: `sqlite://PATH` (created if missing) or `postgres://USER@HOST:PORT/DB`.
     #[arg(
         long,
+        global = true,
         env = "LONGRUN_DATABASE_URL",
         default_value = "sqlite://longrun.db"
     )]
     database: String,
     /// PostgreSQL: most connections of this process.
-    #[arg(long, env = "LONGRUN_PG_MAX_CONNECTIONS", default_value_t = PgOptions::default().max_connections)]
+    #[arg(long, global = true, env = "LONGRUN_PG_MAX_CONNECTIONS", default_value_t = PgOptions::default().max_connections)]
     pg_max_connections: u32,
     /// PostgreSQL: `statement_timeout`, seconds (0: the server's).
-    #[arg(long, env = "LONGRUN_PG_STATEMENT_TIMEOUT_SECS", default_value_t = 30)]
+    #[arg(
+        long,
+        global = true,
+        env = "LONGRUN_PG_STATEMENT_TIMEOUT_SECS",
+        default_value_t = 30
+    )]
     pg_statement_timeout_secs: u64,
     /// PostgreSQL: `idle_in_transaction_session_timeout`, seconds (0: the server's).
     #[arg(
         long,
+        global = true,
         env = "LONGRUN_PG_IDLE_IN_TRANSACTION_TIMEOUT_SECS",
         default_value_t = 60
     )]

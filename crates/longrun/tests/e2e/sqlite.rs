@@ -174,13 +174,15 @@ fn cli_submits_waits_and_reports_exit_status_with_in_process_handlers() {
     assert_eq!(code, 1, "an unknown id is an error");
 }
 
+/// Makes a key with `longrun keys create --database DB ...` (the flag after the subcommand;
+/// `revoke` below has it before).
 fn create_key(db: &str, customer: &str, role: &str) -> String {
     let out = std::process::Command::new(BIN)
         .args([
             "keys",
+            "create",
             "--database",
             db,
-            "create",
             "--customer",
             customer,
             "--customer-name",

@@ -1,5 +1,5 @@
-//! Problem answers that many routes document alike, named once for their `#[utoipa::path]`
-//! responses. These types only document: the answers themselves are made by `ApiError`.
+//! Answers that many routes document alike, named once for their `#[utoipa::path]` responses.
+//! These types only document: the answers themselves are made by the handlers and `ApiError`.
 #![expect(dead_code, reason = "documentation types, never built")]
 
 use utoipa::IntoResponses;
@@ -51,3 +51,30 @@ pub(super) enum BodyRefused {
     )]
     NotJson(Problem),
 }
+
+/// A report answered without the operation, as the request preferred.
+#[derive(IntoResponses)]
+#[response(
+    status = 204,
+    description = "Recorded (`Prefer: return=minimal`).",
+    headers(("Preference-Applied" = String, description = "`return=minimal`."))
+)]
+pub(super) struct RecordedMinimal;
+
+/// A worker's call under a lease that another claim or the lease's expiry has ended.
+#[derive(IntoResponses)]
+#[response(
+    status = 409,
+    description = "The lease is no longer current; nothing was changed.",
+    content_type = "application/problem+json"
+)]
+pub(super) struct LeaseNotCurrent(Problem);
+
+/// A worker's outcome under a lease no longer current, or for an attempt already reported.
+#[derive(IntoResponses)]
+#[response(
+    status = 409,
+    description = "The lease is no longer current, or the attempt was already reported; nothing was changed.",
+    content_type = "application/problem+json"
+)]
+pub(super) struct OutcomeNotRecorded(Problem);
