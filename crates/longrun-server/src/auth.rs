@@ -15,7 +15,7 @@
 //! key locks everyone out instead of opening the server to anyone.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
@@ -32,8 +32,12 @@ use crate::rate_limit::{Bucket, RateLimiter};
 /// The authentication switch and the rate limiter, shared by every request of a router.
 pub struct Gate {
     keys_exist: AtomicBool,
-    /// When open mode last looked for keys (`None`: never).
-    looked: tokio::sync::Mutex<Option<Instant>>,
+    /// When open mode last looked for keys, in nanoseconds after `created` (0: never): read
+    /// without a lock, so an open server's requests do not queue on one.
+    looked_ns: AtomicU64,
+    created: Instant,
+    /// Held while looking, so that one request looks and the others wait for its answer.
+    looking: tokio::sync::Mutex<()>,
     recheck: Duration,
     limiter: RateLimiter,
 }
@@ -43,7 +47,9 @@ impl Gate {
     pub fn new(config: &ServerConfig) -> Self {
         Self {
             keys_exist: AtomicBool::new(false),
-            looked: tokio::sync::Mutex::new(None),
+            looked_ns: AtomicU64::new(0),
+            created: Instant::now(),
+            looking: tokio::sync::Mutex::new(()),
             recheck: config.key_recheck_interval,
             limiter: RateLimiter::new(config.rate_limit),
         }
@@ -55,22 +61,32 @@ impl Gate {
         if self.keys_exist.load(Ordering::Acquire) {
             return Ok(true);
         }
-        let mut looked = self.looked.lock().await;
+        if self.looked_recently() {
+            return Ok(false);
+        }
+        let _looking = self.looking.lock().await;
         if self.keys_exist.load(Ordering::Acquire) {
             return Ok(true);
         }
-        if looked.is_some_and(|at| at.elapsed() < self.recheck) {
+        if self.looked_recently() {
             return Ok(false);
         }
         let on = store.has_active_keys().await?;
         if on {
             self.keys_exist.store(true, Ordering::Release);
             tracing::info!("authentication is on: API keys exist");
-        } else if looked.is_none() {
+        } else if self.looked_ns.load(Ordering::Acquire) == 0 {
             tracing::warn!("running open: no API keys exist; anyone can call every route");
         }
-        *looked = Some(Instant::now());
+        let now = u64::try_from(self.created.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.looked_ns.store(now.max(1), Ordering::Release);
         Ok(on)
+    }
+
+    /// Whether open mode looked for keys less than the recheck interval ago.
+    fn looked_recently(&self) -> bool {
+        let at = self.looked_ns.load(Ordering::Acquire);
+        at != 0 && self.created.elapsed() < Duration::from_nanos(at) + self.recheck
     }
 
     async fn admit(&self, parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {

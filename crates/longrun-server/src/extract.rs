@@ -69,18 +69,23 @@ fn is_json(headers: &HeaderMap) -> bool {
 ///
 /// JSON Schema counts `1.0` as an integer and serde does not, so first each member that `T`'s
 /// schema types as an integer and that holds a float without a fractional part is rewritten
-/// in `value` as that integer: what the OpenAPI document accepts, the server accepts.
+/// in `value` as that integer: what the OpenAPI document accepts, the server accepts. `T`'s
+/// schema is built only for a body that holds such a float: building it costs more than the
+/// rest of a submit.
 pub fn from_object<T: DeserializeOwned + PartialSchema>(value: &mut Value) -> Result<T, ApiError> {
     let Value::Object(members) = value else {
         return Err(ApiError::invalid("the request body must be a JSON object"));
     };
-    if let RefOr::T(Schema::Object(schema)) = T::schema() {
+    if members.values().any(|member| as_integer(member).is_some())
+        && let RefOr::T(Schema::Object(schema)) = T::schema()
+    {
         for (name, property) in &schema.properties {
             if let (Some(member), RefOr::T(Schema::Object(property))) =
                 (members.get_mut(name), property)
                 && allows_integer(&property.schema_type)
+                && let Some(integer) = as_integer(member)
             {
-                integral_float_as_integer(member);
+                *member = integer;
             }
         }
     }
@@ -96,26 +101,23 @@ fn allows_integer(schema_type: &SchemaType) -> bool {
     }
 }
 
-/// Rewrites a float without a fractional part (e.g. `3.0`) that fits a 64-bit integer as that
-/// integer; leaves every other value as it is.
-fn integral_float_as_integer(value: &mut Value) {
-    let Some(float) = value
+/// A float without a fractional part (e.g. `3.0`) that fits a 64-bit integer, as that
+/// integer; `None` for every other value.
+fn as_integer(value: &Value) -> Option<Value> {
+    let float = value
         .as_number()
         .filter(|n| n.is_f64())
-        .and_then(|n| n.as_f64())
-    else {
-        return;
-    };
+        .and_then(|n| n.as_f64())?;
     // 2^63 and 2^64 are exact as f64; `as` saturates, so check the range first.
     const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
     if float.fract() != 0.0 || !(-TWO_POW_63..2.0 * TWO_POW_63).contains(&float) {
-        return;
+        return None;
     }
-    *value = if float < 0.0 {
+    Some(if float < 0.0 {
         Value::from(float as i64)
     } else {
         Value::from(float as u64)
-    };
+    })
 }
 
 /// Query parameters; anything that does not parse answers `400`.
