@@ -24,15 +24,15 @@ use crate::{Backend, Registry};
 pub struct WorkerOptions {
     /// The worker's name, recorded on the operations it runs.
     pub name: String,
-    /// How many handlers may run at once.
+    /// How many handlers may run at once (default 8).
     pub concurrency: usize,
     /// How many operations the worker may hold beyond `concurrency`, claimed ahead and started
     /// as slots free up (default 0). Saves a claim round trip per batch for short tasks; a held
     /// operation's lease runs while it waits (keep `prefetch` small next to what the worker
     /// finishes within a lease), and held operations are released at shutdown.
     pub prefetch: usize,
-    /// Lease length, seconds: an operation whose worker stops heartbeating for this long is
-    /// retried elsewhere.
+    /// Lease length, seconds (default 30): an operation whose worker stops heartbeating for
+    /// this long is retried elsewhere.
     pub lease_secs: u32,
     /// Time between heartbeats; `None` is a third of the lease.
     pub heartbeat_interval: Option<Duration>,
@@ -57,7 +57,7 @@ impl Default for WorkerOptions {
         let suffix = uuid::Uuid::new_v4().simple().to_string();
         Self {
             name: format!("worker-{}-{}", std::process::id(), &suffix[..8]),
-            concurrency: 4,
+            concurrency: 8,
             prefetch: 0,
             lease_secs: 30,
             heartbeat_interval: None,

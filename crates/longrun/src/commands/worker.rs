@@ -23,15 +23,15 @@ pub struct CommandWorkerArgs {
     #[arg(long = "handler", value_name = "NAME=COMMAND", value_parser = parse_handler)]
     handlers: Vec<(String, String)>,
     /// Most operations running at once.
-    #[arg(long, env = "LONGRUN_CONCURRENCY", default_value_t = 8)]
+    #[arg(long, env = "LONGRUN_CONCURRENCY", default_value_t = WorkerOptions::default().concurrency)]
     concurrency: usize,
     /// Operations claimed ahead beyond the concurrency and started as slots free up (their
     /// leases run while they wait; held ones are released at shutdown). Worth it for short
     /// tasks.
-    #[arg(long, env = "LONGRUN_PREFETCH", default_value_t = 0)]
+    #[arg(long, env = "LONGRUN_PREFETCH", default_value_t = WorkerOptions::default().prefetch)]
     prefetch: usize,
     /// Lease length, seconds: without a heartbeat for this long an attempt counts as lost.
-    #[arg(long, env = "LONGRUN_LEASE_SECS", default_value_t = 30)]
+    #[arg(long, env = "LONGRUN_LEASE_SECS", default_value_t = WorkerOptions::default().lease_secs)]
     lease_secs: u32,
     /// Worker name recorded on the operations it runs (default: host name and pid).
     #[arg(long, env = "LONGRUN_WORKER_NAME")]
