@@ -88,6 +88,7 @@ suite!($
     child_inherits_the_root_of_its_chain,
     submit_with_unknown_parent_is_refused,
     get_unknown_is_none,
+    concurrent_reads_each_get_their_operation,
     idempotent_resubmit_returns_the_same_operation,
     idempotency_key_with_another_body_is_refused,
     idempotency_keys_are_scoped_per_customer,
@@ -518,6 +519,38 @@ async fn submit_with_unknown_parent_is_refused(store: Arc<dyn Store>, _clock: Ar
 async fn get_unknown_is_none(store: Arc<dyn Store>, _clock: Arc<ManualClock>) {
     submit_named(&*store, "present").await;
     assert_eq!(store.get(Uuid::now_v7()).await.expect("get"), None);
+}
+
+/// Many reads at once, several of the same operation (which a store may answer together).
+async fn concurrent_reads_each_get_their_operation(
+    store: Arc<dyn Store>,
+    _clock: Arc<ManualClock>,
+) {
+    let a = submit_named(&*store, "a").await;
+    let b = submit_named(&*store, "b").await;
+    let wanted = [Some(a.clone()), Some(b), None, Some(a)];
+    let ids: Vec<Uuid> = wanted
+        .iter()
+        .map(|op| op.as_ref().map_or_else(Uuid::now_v7, |op| op.id))
+        .collect();
+    let mut readers = tokio::task::JoinSet::new();
+    for reader in 0..64 {
+        let (store, slot) = (store.clone(), reader % ids.len());
+        let id = ids[slot];
+        readers.spawn(async move {
+            let mut read = Vec::new();
+            for _ in 0..10 {
+                read.push(store.get(id).await.expect("get"));
+            }
+            (slot, read)
+        });
+    }
+    while let Some(done) = readers.join_next().await {
+        let (slot, read) = done.expect("reader task");
+        for op in read {
+            assert_eq!(op, wanted[slot], "read of {}", ids[slot]);
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
