@@ -3,11 +3,12 @@
 //! protocol). Both are wired as `longrun serve` and `longrun worker` wire them, with Rust
 //! handlers instead of commands.
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
 use longrun_client::{Client, ListParams};
-use longrun_server::{AppState, ServerConfig, serve, spawn_maintenance};
+use longrun_server::{AppState, RateLimit, ServerConfig, serve, spawn_maintenance};
 use longrun_worker::{HttpBackend, LocalBackend, Worker};
 use tokio_util::sync::CancellationToken;
 
@@ -47,7 +48,16 @@ pub struct NodeArgs {
 /// `start` and says `started`; stops gracefully on `stop`.
 pub async fn node(args: NodeArgs) -> anyhow::Result<()> {
     let store = store::open(&args.database, args.pg_max_connections).await?;
-    let config = Arc::new(ServerConfig::default());
+    // Each API key's rate limit is one no run reaches, so that a run with a key measures what
+    // serving costs (the limiter's check included), not the default limit of 100 requests/s.
+    let unlimited = NonZeroU32::new(1_000_000_000).expect("non-zero");
+    let config = Arc::new(ServerConfig {
+        rate_limit: Some(RateLimit {
+            per_second: unlimited,
+            burst: unlimited,
+        }),
+        ..ServerConfig::default()
+    });
     let stop = CancellationToken::new();
     let maintenance = spawn_maintenance(store.clone(), config.clone(), stop.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 use clap::Args;
+use http::HeaderValue;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
+use longrun_core::{NewKey, Role, Token};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -45,6 +47,10 @@ pub struct StatusArgs {
     /// Rows per `INSERT` while filling.
     #[arg(long, default_value_t = 1000)]
     fill_batch: u64,
+    /// Authentication on: a submitter API key of the filled operations' customer is created
+    /// before the server starts and every request carries it (default: the server runs open).
+    #[arg(long)]
+    api_key: bool,
 }
 
 /// What one client saw in the measured window.
@@ -61,6 +67,11 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<Line> {
     );
     let store = FreshStore::create(args.store, &args.pg).await?;
     let ids = fill(&store, args.stored, args.fill_batch.max(1)).await?;
+    let authorization = if args.api_key {
+        Some(submitter_key(&store.url).await?)
+    } else {
+        None
+    };
     store.checkpoint().await?;
     let cluster =
         Cluster::start(&store, args.pg.pg_max_connections, None, HandlerKind::Noop).await?;
@@ -69,15 +80,18 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<Line> {
         .strip_prefix("http://")
         .context("an http:// base URL")?
         .to_owned();
-    check_fill(&addr, &ids).await?;
+    check_fill(&addr, &ids, authorization.as_ref()).await?;
 
     let measure_from = Instant::now() + Duration::from_secs_f64(args.warmup_secs);
     let until = measure_from + Duration::from_secs_f64(args.duration_secs);
     let ids = std::sync::Arc::new(ids);
     let mut clients = JoinSet::new();
     for seed in 0..args.clients {
-        let (addr, ids) = (addr.clone(), ids.clone());
-        clients.spawn(async move { client(&addr, &ids, seed as u64, measure_from, until).await });
+        let (addr, ids, authorization) = (addr.clone(), ids.clone(), authorization.clone());
+        clients.spawn(async move {
+            let conn = Connection::open(&addr, authorization).await?;
+            client(conn, &ids, seed as u64, measure_from, until).await
+        });
     }
     let mut latencies = Vec::new();
     while let Some(done) = clients.join_next().await {
@@ -97,6 +111,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<Line> {
         .with("n_stored", args.stored)
         .with("clients", args.clients)
         .with("duration_s", round3(args.duration_secs))
+        .with("auth", if args.api_key { "key" } else { "open" })
         .with(
             "requests_per_s",
             round1(requests as f64 / args.duration_secs),
@@ -108,14 +123,13 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<Line> {
 /// One client: one connection, requests back to back until `until`; keeps the latency of each
 /// request sent at or after `measure_from` and answered by `until`.
 async fn client(
-    addr: &str,
+    mut conn: Connection,
     ids: &[Uuid],
     seed: u64,
     measure_from: Instant,
     until: Instant,
 ) -> anyhow::Result<Tally> {
     let mut rng = fastrand::Rng::with_seed(seed);
-    let mut conn = Connection::open(addr).await?;
     let mut tally = Tally::default();
     loop {
         let sent = Instant::now();
@@ -140,8 +154,12 @@ async fn client(
 }
 
 /// Before the load: the API serves the filled operations in the states they were given.
-async fn check_fill(addr: &str, ids: &[Uuid]) -> anyhow::Result<()> {
-    let mut conn = Connection::open(addr).await?;
+async fn check_fill(
+    addr: &str,
+    ids: &[Uuid],
+    authorization: Option<&HeaderValue>,
+) -> anyhow::Result<()> {
+    let mut conn = Connection::open(addr, authorization.cloned()).await?;
     for (i, id) in ids.iter().enumerate().take(40) {
         let (status, body) = conn.get(&format!("/v1/operations/{id}")).await?;
         ensure!(status == 200, "GET {id} after the fill answered {status}");
@@ -158,14 +176,33 @@ async fn check_fill(addr: &str, ids: &[Uuid]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One HTTP/1.1 keep-alive connection.
+/// A new submitter key of customer 1 (the filled operations' customer), as the
+/// `Authorization` header that carries it.
+async fn submitter_key(url: &str) -> anyhow::Result<HeaderValue> {
+    let store = crate::store::open(url, 1).await?;
+    let token = Token::generate();
+    let new = NewKey {
+        customer: 1,
+        customer_name: "bench".into(),
+        user: 1,
+        user_name: "bench".into(),
+        role: Role::Submitter,
+        names: vec![],
+        queues: vec![],
+    };
+    store.create_key(new, &token).await?;
+    Ok(HeaderValue::try_from(format!("Bearer {token}"))?)
+}
+
+/// One HTTP/1.1 keep-alive connection, sending `authorization` with every request if set.
 struct Connection {
     sender: http1::SendRequest<Empty<Bytes>>,
     host: String,
+    authorization: Option<HeaderValue>,
 }
 
 impl Connection {
-    async fn open(addr: &str) -> anyhow::Result<Self> {
+    async fn open(addr: &str, authorization: Option<HeaderValue>) -> anyhow::Result<Self> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
@@ -177,15 +214,21 @@ impl Connection {
         Ok(Self {
             sender,
             host: addr.to_owned(),
+            authorization,
         })
     }
 
     /// `GET path`: the status and the whole body.
     async fn get(&mut self, path: &str) -> anyhow::Result<(u16, Bytes)> {
         self.sender.ready().await?;
-        let request = http::Request::get(path)
+        let mut request = http::Request::get(path)
             .header(http::header::HOST, &self.host)
             .body(Empty::new())?;
+        if let Some(authorization) = &self.authorization {
+            request
+                .headers_mut()
+                .insert(http::header::AUTHORIZATION, authorization.clone());
+        }
         let response = self.sender.send_request(request).await?;
         let status = response.status().as_u16();
         let body = response.into_body().collect().await?.to_bytes();
