@@ -53,11 +53,17 @@ class Stat:
         return text
 
 
+# What a `status` run with authentication on is called in the tables.
+WITH_KEY = " (API key)"
+
+
 def group(runs):
-    """(system, workload[, n_stored]) -> list of runs."""
+    """(system, workload[, n_stored]) -> list of runs; a `status` run with an API key counts as
+    a system of its own."""
     groups = defaultdict(list)
     for r in runs:
-        key = (r["system"], r["workload"], r.get("n_stored"))
+        system = r["system"] + (WITH_KEY if r.get("auth") == "key" else "")
+        key = (system, r["workload"], r.get("n_stored"))
         groups[key].append(r)
     return groups
 
@@ -306,7 +312,7 @@ def targets(groups):
             rows.append((f"{system} latency {q[:3]} ≤ best peer's ({best[0]}, {best[1]:.2f} ms)",
                          fmt(value, 2, " ms"), verdict(value, best[1], higher_is_better=False)))
 
-    for system in ["longrun-sqlite", "longrun-postgres"]:
+    for system in [s + key for key in ["", WITH_KEY] for s in ["longrun-sqlite", "longrun-postgres"]]:
         sizes = status_sizes(groups, system)
         for n in sizes:
             rps, p99 = m(system, "status", "requests_per_s", n), m(system, "status", "p99_ms", n)

@@ -223,13 +223,15 @@ fn submit_counts_every_accepted_operation() {
 }
 
 #[test]
-fn status_serves_filled_stores_of_both_engines() {
+fn status_serves_filled_stores_of_both_engines_open_and_with_a_key() {
     let db = PgDb::new("status");
-    for (store, system) in [
-        ("sqlite", "longrun-sqlite"),
-        ("postgres", "longrun-postgres"),
+    for (store, system, auth) in [
+        ("sqlite", "longrun-sqlite", "open"),
+        ("postgres", "longrun-postgres", "open"),
+        ("sqlite", "longrun-sqlite", "key"),
+        ("postgres", "longrun-postgres", "key"),
     ] {
-        let line = bench(&db.args(&[
+        let mut args = vec![
             "status",
             "--store",
             store,
@@ -243,9 +245,14 @@ fn status_serves_filled_stores_of_both_engines() {
             "1",
             "--warmup-secs",
             "0.2",
-        ]));
+        ];
+        if auth == "key" {
+            args.push("--api-key");
+        }
+        let line = bench(&db.args(&args));
         assert_eq!(line["system"], system);
         assert_eq!(line["workload"], "status");
+        assert_eq!(line["auth"], auth);
         assert_eq!(line["n_stored"], 2500);
         let requests = line["n"].as_u64().expect("n");
         assert!(requests > 0, "{line}");

@@ -1,8 +1,9 @@
 //! Authentication: turning a request into a [`Caller`], then charging its rate limit.
 //!
-//! Keys travel as `Authorization: Bearer lr_<id>_<secret>`. Each request looks its key up
-//! with [`Store::find_key`] and compares the secret's hash in constant time
-//! ([`Token::matches`]); nothing is cached, so a revoked key fails on the very next request.
+//! Keys travel as `Authorization: Bearer lr_<id>_<secret>`. Each request finds its key (in the
+//! [`KeyCache`], else with [`Store::find_key`]) and compares the secret's hash in constant time
+//! ([`Token::matches`]); a revoked key fails once the cache has let go of it, within
+//! `ServerConfig::key_cache_ttl`.
 //! A missing, malformed, unknown, wrong or revoked key is `401` with `WWW-Authenticate:
 //! Bearer`, one message for the last three so the answer does not tell which.
 //!
@@ -27,6 +28,7 @@ use crate::AppState;
 use crate::caller::Caller;
 use crate::config::ServerConfig;
 use crate::error::{ApiError, ProblemKind};
+use crate::key_cache::KeyCache;
 use crate::rate_limit::{Bucket, RateLimiter};
 
 /// The authentication switch and the rate limiter, shared by every request of a router.
@@ -39,6 +41,7 @@ pub struct Gate {
     /// Held while looking, so that one request looks and the others wait for its answer.
     looking: tokio::sync::Mutex<()>,
     recheck: Duration,
+    keys: KeyCache,
     limiter: RateLimiter,
 }
 
@@ -51,6 +54,7 @@ impl Gate {
             created: Instant::now(),
             looking: tokio::sync::Mutex::new(()),
             recheck: config.key_recheck_interval,
+            keys: KeyCache::new(config.key_cache_ttl),
             limiter: RateLimiter::new(config.rate_limit),
         }
     }
@@ -93,7 +97,7 @@ impl Gate {
         if !self.auth_on(&*state.store).await? {
             return Ok(Caller::open(&state.config));
         }
-        match authenticate(&parts.headers, &*state.store).await {
+        match authenticate(&parts.headers, &*state.store, &self.keys).await {
             Ok(key) => {
                 self.limiter.charge(&Bucket::Key(key.id))?;
                 Ok(Caller::from_key(key))
@@ -127,7 +131,11 @@ impl FromRequestParts<AppState> for Caller {
 }
 
 /// The unrevoked key whose token the request carries.
-async fn authenticate(headers: &HeaderMap, store: &dyn Store) -> Result<ApiKey, ApiError> {
+async fn authenticate(
+    headers: &HeaderMap,
+    store: &dyn Store,
+    keys: &KeyCache,
+) -> Result<ApiKey, ApiError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Err(unauthorized(
             "authentication is required: send `Authorization: Bearer <API key>`",
@@ -148,7 +156,7 @@ async fn authenticate(headers: &HeaderMap, store: &dyn Store) -> Result<ApiKey, 
                 true,
             )
         })?;
-    match store.find_key(token.id).await? {
+    match keys.find(store, token.id).await? {
         Some((key, hash)) if key.revoked_at.is_none() && token.matches(&hash) => Ok(key),
         _ => Err(unauthorized("unknown or revoked API key", true)),
     }

@@ -29,6 +29,10 @@ pub struct ServerConfig {
     /// it looks again (default 1 s): creating the first key turns authentication on within
     /// this time, without a restart. Once on, it stays on until the server restarts.
     pub key_recheck_interval: Duration,
+    /// How long the server keeps an API key it has read (default 1 s): a key sending many
+    /// requests is looked up once per this time, and a revoked key keeps working on a server
+    /// for at most this long. Zero looks the key up on every request.
+    pub key_cache_ttl: Duration,
     /// Retry policy of operations whose submit does not override it.
     pub default_retry_policy: RetryPolicy,
     /// The `Retry-After` (seconds) suggested while an operation is not finished.
@@ -69,6 +73,7 @@ impl Default for ServerConfig {
             max_json_depth: 32,
             rate_limit: Some(RateLimit::default()),
             key_recheck_interval: Duration::from_secs(1),
+            key_cache_ttl: Duration::from_secs(1),
             default_retry_policy: RetryPolicy::default(),
             retry_after_secs: 1,
             public_url: None,

@@ -35,6 +35,7 @@ mod etag;
 mod extract;
 mod fingerprint;
 mod inflight;
+mod key_cache;
 mod limits;
 mod maintenance;
 mod openapi;

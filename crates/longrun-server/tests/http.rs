@@ -2375,7 +2375,7 @@ mod auth {
     use longrun_server::ServerConfig;
     use serde_json::json;
 
-    use crate::support::{TestApp, v1_routes};
+    use crate::support::{Key, TestApp, v1_routes};
 
     const CHALLENGE: &str = r#"Bearer realm="longrun""#;
     const INVALID_TOKEN: &str = r#"Bearer realm="longrun", error="invalid_token""#;
@@ -2418,13 +2418,8 @@ mod auth {
     }
 
     #[tokio::test]
-    async fn malformed_unknown_wrong_and_revoked_keys_are_401_and_revocation_is_immediate() {
-        let app = TestApp::new().await;
-        let key = app.key(10, 1, Role::Submitter).await;
-        assert_eq!(
-            app.get_as(&key, "/v1/operations").await.status,
-            StatusCode::OK
-        );
+    async fn bad_and_revoked_keys_are_401_and_uncached_revocation_is_immediate() {
+        let (app, key) = key_in_use(Duration::ZERO).await;
 
         let good = key.bearer.strip_prefix("Bearer ").unwrap().to_owned();
         let stored = Token::parse(&good).unwrap();
@@ -2481,10 +2476,68 @@ mod auth {
         );
     }
 
+    /// A server keeping keys for `ttl`, and a key it has read once.
+    async fn key_in_use(ttl: Duration) -> (TestApp, Key) {
+        let app = TestApp::with(ServerConfig {
+            key_cache_ttl: ttl,
+            ..Default::default()
+        })
+        .await;
+        let key = app.key(10, 1, Role::Submitter).await;
+        assert_eq!(
+            app.get_as(&key, "/v1/operations").await.status,
+            StatusCode::OK
+        );
+        (app, key)
+    }
+
+    /// [`key_in_use`], then revoked.
+    async fn key_read_then_revoked(ttl: Duration) -> (TestApp, Key) {
+        let (app, key) = key_in_use(ttl).await;
+        app.store.revoke_key(key.id).await.unwrap();
+        (app, key)
+    }
+
+    #[tokio::test]
+    async fn a_cached_key_still_needs_its_secret_and_a_revoked_key_stops_within_the_cache_time() {
+        // Kept for a minute: a revocation is not seen yet, a wrong secret is refused all the same.
+        let (app, key) = key_read_then_revoked(Duration::from_secs(60)).await;
+        assert_eq!(
+            app.get_as(&key, "/v1/operations").await.status,
+            StatusCode::OK,
+            "the key was read less than a minute ago"
+        );
+        let wrong_secret = Token {
+            id: key.id,
+            secret: "0".repeat(64),
+        };
+        let wrong = app
+            .call(
+                Method::GET,
+                "/v1/operations",
+                None,
+                &[("authorization", &format!("Bearer {wrong_secret}"))],
+            )
+            .await;
+        wrong.problem(StatusCode::UNAUTHORIZED, "/problems/unauthorized");
+
+        // Kept for 200 ms: the revocation takes effect once the entry is that old.
+        let (app, key) = key_read_then_revoked(Duration::from_millis(200)).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while app.get_as(&key, "/v1/operations").await.status != StatusCode::UNAUTHORIZED {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the revoked key kept working"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     #[tokio::test]
     async fn the_first_key_turns_authentication_on_without_a_restart_and_it_stays_on() {
         let app = TestApp::with(ServerConfig {
             key_recheck_interval: Duration::from_millis(100),
+            key_cache_ttl: Duration::ZERO,
             ..Default::default()
         })
         .await;

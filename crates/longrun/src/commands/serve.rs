@@ -96,6 +96,10 @@ pub struct ServeArgs {
     /// Deepest nesting of arrays and objects in a request body.
     #[arg(long, env = "LONGRUN_MAX_JSON_DEPTH", default_value_t = ServerConfig::default().max_json_depth)]
     max_json_depth: usize,
+    /// How long a key read from the database is trusted, seconds: a revoked key keeps working
+    /// for at most this long (0: look the key up on every request).
+    #[arg(long, env = "LONGRUN_KEY_CACHE_SECS", default_value_t = ServerConfig::default().key_cache_ttl.as_secs_f64())]
+    key_cache_secs: f64,
     /// Requests per second each API key may make, sustained (0: no limit).
     #[arg(long, env = "LONGRUN_RATE_LIMIT_PER_SEC", default_value_t = 100)]
     rate_limit_per_sec: u32,
@@ -151,6 +155,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             per_second,
             burst: NonZeroU32::new(args.rate_limit_burst).unwrap_or(per_second),
         }),
+        key_cache_ttl: Duration::try_from_secs_f64(args.key_cache_secs)
+            .context("--key-cache-secs: a number of seconds, 0 or more")?,
         default_retry_policy: RetryPolicy {
             max_retries: args.max_retries,
             backoff_base_secs: args.backoff_base_secs,

@@ -219,7 +219,13 @@ fn with_keys_the_cli_and_a_worker_authenticate_and_tenants_stay_apart() {
     let acme = create_key(&db, "10", "submitter");
     let globex = create_key(&db, "20", "submitter");
     let worker_key = create_key(&db, "1", "worker");
-    let server = start_server(&db, free_port(), &dir.path().join("server.log"), &[]);
+    // Keys are read on every request, so a revocation is seen at once.
+    let server = start_server(
+        &db,
+        free_port(),
+        &dir.path().join("server.log"),
+        &["--key-cache-secs", "0"],
+    );
     let task = script(
         dir.path(),
         "ok.sh",
