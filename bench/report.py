@@ -201,6 +201,9 @@ def status_table(groups):
                 f"| {stat(groups, s, 'status', 'p99_ms', n).fmt(3)} |"
             )
     out.append("")
+    if any(s.endswith(WITH_KEY) for s in systems):
+        out += [f"`{WITH_KEY.strip()}`: the server with authentication on, every request carrying a "
+                "submitter key (`--api-key`); the other rows run open (no keys).", ""]
     for s in systems:
         sizes = status_sizes(groups, s)
         if len(sizes) >= 2:
