@@ -103,6 +103,9 @@ pub async fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
                 output::json(&key);
             } else {
                 println!("revoked {}", key.id);
+                eprintln!(
+                    "servers refuse it within their --key-cache-secs (1 s unless set otherwise)"
+                );
             }
         }
     }
