@@ -36,15 +36,16 @@ impl KeyCache {
         store: &dyn Store,
         id: Uuid,
     ) -> Result<Option<(ApiKey, String)>, StoreError> {
+        if self.ttl.is_zero() {
+            return store.find_key(id).await;
+        }
         if let Some((read, key, hash)) = self.entries().get(&id)
             && read.elapsed() < self.ttl
         {
             return Ok(Some((key.clone(), hash.clone())));
         }
         let found = store.find_key(id).await?;
-        if let Some((key, hash)) = &found
-            && !self.ttl.is_zero()
-        {
+        if let Some((key, hash)) = &found {
             let mut entries = self.entries();
             if entries.len() >= SWEEP_ABOVE {
                 entries.retain(|_, (read, _, _)| read.elapsed() < self.ttl);

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use longrun_core::{ApiKey, NewKey, Role, Token};
+use longrun_server::ServerConfig;
 use uuid::Uuid;
 
 use super::serve::DatabaseArgs;
@@ -104,7 +105,8 @@ pub async fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
             } else {
                 println!("revoked {}", key.id);
                 eprintln!(
-                    "servers refuse it within their --key-cache-secs (1 s unless set otherwise)"
+                    "servers refuse it within their --key-cache-secs ({} s unless set otherwise)",
+                    ServerConfig::default().key_cache_ttl.as_secs_f64()
                 );
             }
         }
