@@ -176,7 +176,33 @@ async fn a_batch_comes_back_in_order_and_once_under_its_key() {
         .unwrap();
     let ids = |ops: &[Operation]| ops.iter().map(|op| op.id).collect::<Vec<_>>();
     assert_eq!(ids(&again), ids(&first));
+    // Only the ids, the same ones under the same key.
+    let only_ids = server
+        .client
+        .submit_batch_ids(&requests, Some("nightly"))
+        .await
+        .unwrap();
+    assert_eq!(only_ids, ids(&first));
     let empty = server.client.submit_batch(&[], None).await;
+    assert_eq!(problem_status(empty).0, 422);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_batch_answered_with_ids_names_each_new_operation_in_order() {
+    let server = Server::start().await;
+    let requests: Vec<SubmitRequest> = (0..4).map(|i| request(&format!("bulk{i}"))).collect();
+    let ids = server
+        .client
+        .submit_batch_ids(&requests, None)
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 4);
+    for (i, id) in ids.iter().enumerate() {
+        let op = server.client.get(*id).await.unwrap();
+        assert_eq!(op.name, format!("bulk{i}"));
+    }
+    let empty = server.client.submit_batch_ids(&[], None).await;
     assert_eq!(problem_status(empty).0, 422);
     server.stop().await;
 }

@@ -76,6 +76,14 @@ pub struct BatchSubmitRequest {
     pub operations: Vec<SubmitRequest>,
 }
 
+/// `POST /v1/operations:batch` with `Prefer: return=minimal`: the submitted operations' ids
+/// instead of the operations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SubmittedIds {
+    /// The operations' ids, in request order.
+    pub ids: Vec<Uuid>,
+}
+
 /// `GET /v1/operations`: a page of operations, newest first.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

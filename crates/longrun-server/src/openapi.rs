@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use longrun_core::views::{
     AsyncOperation, AsyncTask, AsyncTaskStatusEnum, GetStatusOfAnAsyncTask, View,
 };
-use longrun_core::wire::{ClaimRequest, HeartbeatRequest, add_schema};
+use longrun_core::wire::{ClaimRequest, HeartbeatRequest, OperationList, SubmittedIds, add_schema};
 use longrun_core::{Operation, OperationError, Status};
 use utoipa::openapi::header::Header;
 use utoipa::openapi::path::Operation as PathOperation;
@@ -81,6 +81,35 @@ impl ToSchema for OperationView {
         add_schema::<AsyncOperation>(schemas);
         add_schema::<GetStatusOfAnAsyncTask>(schemas);
         add_schema::<AsyncTask>(schemas);
+    }
+}
+
+/// The answer to a batch submit: the operations in the requested view, or with
+/// `Prefer: return=minimal` only their ids. Only a schema.
+#[derive(Debug)]
+pub struct BatchSubmitted;
+
+impl PartialSchema for BatchSubmitted {
+    fn schema() -> RefOr<Schema> {
+        OneOfBuilder::new()
+            .item(OperationList::<OperationView>::schema())
+            .item(Ref::from_schema_name(SubmittedIds::name()))
+            .description(Some(
+                "The operations in request order, in the requested view; with \
+                 `Prefer: return=minimal`, only their ids.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for BatchSubmitted {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("BatchSubmitted")
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        add_schema::<OperationView>(schemas);
+        add_schema::<SubmittedIds>(schemas);
     }
 }
 

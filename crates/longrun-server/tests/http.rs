@@ -692,6 +692,50 @@ mod operations {
     }
 
     #[tokio::test]
+    async fn a_batch_with_return_minimal_answers_only_the_ids_in_request_order() {
+        let app = TestApp::new().await;
+        let minimal = [("prefer", "return=minimal")];
+        let batch = json!({"operations": [{"name": "ids.a"}, {"name": "ids.b"}]});
+        let reply = app
+            .call(
+                Method::POST,
+                "/v1/operations:batch?view=async-task",
+                Some(batch.clone()),
+                &minimal,
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text());
+        assert_eq!(reply.header("preference-applied"), Some("return=minimal"));
+        assert!(reply.header("retry-after").is_some());
+        let body = reply.json();
+        let ids = body["ids"].as_array().unwrap();
+        assert_eq!(body.as_object().unwrap().len(), 1, "{body}");
+        assert_eq!(ids.len(), 2);
+        for (id, name) in ids.iter().zip(["ids.a", "ids.b"]) {
+            let op = app
+                .get(&format!("/v1/operations/{}", id.as_str().unwrap()))
+                .await;
+            assert_eq!(op.json()["name"], name);
+        }
+        // Replayed under its key: the same ids, marked as replayed.
+        let keyed = [("prefer", "return=minimal"), ("idempotency-key", "ids-1")];
+        let first = app
+            .call(
+                Method::POST,
+                "/v1/operations:batch",
+                Some(batch.clone()),
+                &keyed,
+            )
+            .await;
+        let again = app
+            .call(Method::POST, "/v1/operations:batch", Some(batch), &keyed)
+            .await;
+        assert_eq!(again.header("idempotent-replayed"), Some("true"));
+        assert_eq!(again.json(), first.json());
+        assert_ne!(first.json(), body);
+    }
+
+    #[tokio::test]
     async fn a_batch_sent_again_with_its_idempotency_key_creates_nothing_new() {
         let app = TestApp::new().await;
         let key = [("idempotency-key", "import-7")];

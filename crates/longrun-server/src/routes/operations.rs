@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use longrun_core::views::View;
-use longrun_core::wire::{BatchSubmitRequest, OperationList, SubmitRequest};
+use longrun_core::wire::{BatchSubmitRequest, OperationList, SubmitRequest, SubmittedIds};
 use longrun_core::{CancelOutcome, ListQuery, NewOperation, Status, Submitted, validate};
 use serde::Deserialize;
 use serde_json::Value;
@@ -23,7 +23,8 @@ use crate::caller::{Action, Caller};
 use crate::error::{ApiError, Problem, ProblemKind};
 use crate::extract::{JsonBody, OperationId, QueryParams};
 use crate::inflight::InFlight;
-use crate::openapi::OperationView;
+use crate::openapi::{BatchSubmitted, OperationView};
+use crate::prefer::{PREFERENCE_APPLIED, ReturnMinimal};
 use crate::shutdown::Shutdown;
 use crate::submission::SubmitContext;
 use crate::{cursor, etag, prefer, submission};
@@ -142,7 +143,9 @@ fn request_url(base: &BaseUrl, uri: &Uri) -> String {
 /// `operations` holds 1 to 1000 submit bodies, each validated and completed exactly as
 /// `POST /v1/operations` does; one invalid item rejects the whole request (`422` naming the
 /// item in `detail` and in the `pointer` member) before anything is stored. Answers `202
-/// Accepted` with the operations in request order, in the requested view.
+/// Accepted` with the operations in request order, in the requested view; with `Prefer:
+/// return=minimal`, with only their ids (`{"ids": [...]}`, `Preference-Applied:
+/// return=minimal`), as a producer enqueuing work in bulk rarely needs the operations back.
 ///
 /// The operations are stored independently (they share commits, not one transaction): should
 /// the database fail midway, some of them may exist. With `Idempotency-Key: K` item *i* is
@@ -156,12 +159,14 @@ fn request_url(base: &BaseUrl, uri: &Uri) -> String {
         ViewQuery,
         ("Idempotency-Key" = Option<String>, Header, description = "Makes a retried batch safe: item *i* is submitted with the idempotency key `K i`. 1 to 255 visible ASCII characters other than `\"`, bare or in double quotes.", pattern = "^([!#-~]{1,255}|\"[!#-~]{1,255}\")$"),
         ("traceparent" = Option<String>, Header, description = "W3C trace context, recorded on every operation of the batch (generated when absent or invalid)."),
+        ("Prefer" = Option<String>, Header, description = "`return=minimal`: answer with the operations' ids only (`{\"ids\": [...]}`), not the operations."),
     ),
     request_body = BatchSubmitRequest,
     responses(
-        (status = 202, description = "Accepted; the operations in request order, in the requested view.", body = OperationList<OperationView>, headers(
+        (status = 202, description = "Accepted; the operations in request order, in the requested view, or only their ids with `Prefer: return=minimal`.", body = BatchSubmitted, headers(
             ("Retry-After" = u32, description = "Seconds to wait before polling."),
             ("Idempotent-Replayed" = bool, description = "`true` when an earlier batch with the same `Idempotency-Key` created every operation."),
+            ("Preference-Applied" = String, description = "`return=minimal` when the answer holds only the ids."),
         )),
         (status = 400, description = "Malformed JSON, unknown `view` or malformed `Idempotency-Key`.", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "An earlier request with the same `Idempotency-Key` is still being processed; retry after `Retry-After` seconds.", body = Problem, content_type = "application/problem+json", headers(
@@ -180,6 +185,7 @@ pub async fn submit_batch(
     base: BaseUrl,
     uri: Uri,
     headers: HeaderMap,
+    minimal: ReturnMinimal,
     QueryParams(query): QueryParams<ViewQuery>,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, ApiError> {
@@ -200,16 +206,24 @@ pub async fn submit_batch(
         .transpose()?;
     let stored = futures::future::join_all(news.into_iter().map(|new| state.store.submit(new)));
     let submitted = stored.await.into_iter().collect::<Result<Vec<_>, _>>()?;
-    let view = query.view.unwrap_or_default();
     let replayed = submitted.iter().all(|s| !s.created);
-    let list = OperationList {
-        operations: submitted
-            .iter()
-            .map(|s| view.render(&s.operation, &base.0))
-            .collect(),
-        next_cursor: None,
+    let mut response = if minimal.0 {
+        let ids = SubmittedIds {
+            ids: submitted.iter().map(|s| s.operation.id).collect(),
+        };
+        let applied = [(PREFERENCE_APPLIED.clone(), ReturnMinimal::APPLIED)];
+        (StatusCode::ACCEPTED, applied, axum::Json(ids)).into_response()
+    } else {
+        let view = query.view.unwrap_or_default();
+        let list = OperationList {
+            operations: submitted
+                .iter()
+                .map(|s| view.render(&s.operation, &base.0))
+                .collect(),
+            next_cursor: None,
+        };
+        (StatusCode::ACCEPTED, axum::Json(list)).into_response()
     };
-    let mut response = (StatusCode::ACCEPTED, axum::Json(list)).into_response();
     if submitted.iter().any(|s| !s.operation.is_terminal()) {
         response.headers_mut().insert(
             header::RETRY_AFTER,
