@@ -33,6 +33,9 @@ pub struct SubmitArgs {
     /// Concurrent clients (keep-alive connections).
     #[arg(long, default_value_t = 32)]
     clients: usize,
+    /// Ask for the id only (`Prefer: return=minimal`) instead of the operation.
+    #[arg(long)]
+    ids_only: bool,
 }
 
 /// Runs the workload.
@@ -51,7 +54,7 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<Line> {
     let t0 = now_ms();
     let mut clients = JoinSet::new();
     for _ in 0..args.clients {
-        let (client, next, n) = (client.clone(), next.clone(), args.n);
+        let (client, next, n, ids_only) = (client.clone(), next.clone(), args.n, args.ids_only);
         clients.spawn(async move {
             let mut latencies = Vec::new();
             loop {
@@ -65,7 +68,11 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<Line> {
                     ..SubmitRequest::default()
                 };
                 let sent = now_ms();
-                client.submit(&request, None).await?;
+                if ids_only {
+                    client.submit_id(&request, None).await?;
+                } else {
+                    client.submit(&request, None).await?;
+                }
                 latencies.push(now_ms() - sent);
             }
         });
@@ -87,7 +94,14 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<Line> {
     let mut line = Line::new(&system(args.store, None), "submit", args.n)
         .with("store", args.store.as_str())
         .with("clients", args.clients)
-        .with("enqueue", "POST /v1/operations, one operation per request");
+        .with(
+            "enqueue",
+            if args.ids_only {
+                "POST /v1/operations with Prefer: return=minimal (id only), one operation per request"
+            } else {
+                "POST /v1/operations, one operation per request"
+            },
+        );
     line.enqueue_jobs_per_s = Some(round1(args.n as f64 / ((t1 - t0) / 1e3)));
     line.wall_s = Some(round3((t1 - t0) / 1e3));
     line.percentiles(&mut latencies);

@@ -6,7 +6,7 @@ use longrun_core::views::View;
 use longrun_core::wire::{
     BatchSubmitRequest, ClaimRequest, ClaimResponse, CompleteRequest, FailRequest,
     HeartbeatRequest, HeartbeatResponse, OperationList, ReleaseRequest, ReportsRequest,
-    ReportsResponse, SubmitRequest, SubmittedIds,
+    ReportsResponse, SubmitRequest, SubmittedId, SubmittedIds,
 };
 use longrun_core::{Operation, Status};
 use reqwest::header::{ACCEPT, IF_NONE_MATCH, RETRY_AFTER};
@@ -121,13 +121,32 @@ impl Client {
         request: &SubmitRequest,
         idempotency_key: Option<&str>,
     ) -> Result<Operation, ClientError> {
-        let mut builder = self
+        let response = self.single(request, idempotency_key).send().await?;
+        decode(response, "the submitted operation").await
+    }
+
+    /// [`submit`](Self::submit) with `Prefer: return=minimal`: returns only the operation's id,
+    /// which spares the server rendering and this client decoding the operation.
+    pub async fn submit_id(
+        &self,
+        request: &SubmitRequest,
+        idempotency_key: Option<&str>,
+    ) -> Result<Uuid, ClientError> {
+        let response = self
+            .single(request, idempotency_key)
+            .header("Prefer", "return=minimal")
+            .send()
+            .await?;
+        let submitted: SubmittedId = decode(response, "the submitted id").await?;
+        Ok(submitted.id)
+    }
+
+    /// The request of a submit.
+    fn single(&self, request: &SubmitRequest, idempotency_key: Option<&str>) -> RequestBuilder {
+        let builder = self
             .request(Method::POST, &["v1", "operations"])
             .json(request);
-        if let Some(key) = idempotency_key {
-            builder = builder.header("Idempotency-Key", key);
-        }
-        decode(builder.send().await?, "the submitted operation").await
+        with_idempotency_key(builder, idempotency_key)
     }
 
     /// `POST /v1/operations:batch`: submits many operations (1 to the server's limit, 1000 by
@@ -169,10 +188,7 @@ impl Client {
         let builder = self
             .request(Method::POST, &["v1", "operations:batch"])
             .json(&body);
-        match idempotency_key {
-            Some(key) => builder.header("Idempotency-Key", key),
-            None => builder,
-        }
+        with_idempotency_key(builder, idempotency_key)
     }
 
     /// `GET /v1/operations/{id}`: the operation.
@@ -406,6 +422,14 @@ impl Client {
             url.set_query(None);
         }
         self.http.get(url)
+    }
+}
+
+/// `builder` with the `Idempotency-Key` header when there is a key.
+fn with_idempotency_key(builder: RequestBuilder, key: Option<&str>) -> RequestBuilder {
+    match key {
+        Some(key) => builder.header("Idempotency-Key", key),
+        None => builder,
     }
 }
 

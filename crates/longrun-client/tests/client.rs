@@ -208,6 +208,30 @@ async fn a_batch_answered_with_ids_names_each_new_operation_in_order() {
 }
 
 #[tokio::test]
+async fn a_submit_answered_with_its_id_names_the_new_operation() {
+    let server = Server::start().await;
+    let id = server
+        .client
+        .submit_id(&request("minimal"), Some("minimal-1"))
+        .await
+        .unwrap();
+    let op = server.client.get(id).await.unwrap();
+    assert_eq!(
+        (op.name.as_str(), op.kwargs["pages"].as_i64()),
+        ("minimal", Some(3))
+    );
+    // The same key answers the same id; an invalid request is refused as by `submit`.
+    let again = server
+        .client
+        .submit_id(&request("minimal"), Some("minimal-1"))
+        .await;
+    assert_eq!(again.unwrap(), id);
+    let invalid = server.client.submit_id(&request("no spaces"), None).await;
+    assert_eq!(problem_status(invalid).0, 422);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn wait_returns_none_when_nothing_changed_and_the_operation_when_it_did() {
     let server = Server::start().await;
     let op = server.submit("slow").await;

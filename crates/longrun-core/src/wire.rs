@@ -76,6 +76,14 @@ pub struct BatchSubmitRequest {
     pub operations: Vec<SubmitRequest>,
 }
 
+/// `POST /v1/operations` with `Prefer: return=minimal`: the submitted operation's id instead
+/// of the operation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SubmittedId {
+    /// The operation's id.
+    pub id: Uuid,
+}
+
 /// `POST /v1/operations:batch` with `Prefer: return=minimal`: the submitted operations' ids
 /// instead of the operations.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -11,7 +11,9 @@ use std::borrow::Cow;
 use longrun_core::views::{
     AsyncOperation, AsyncTask, AsyncTaskStatusEnum, GetStatusOfAnAsyncTask, View,
 };
-use longrun_core::wire::{ClaimRequest, HeartbeatRequest, OperationList, SubmittedIds, add_schema};
+use longrun_core::wire::{
+    ClaimRequest, HeartbeatRequest, OperationList, SubmittedId, SubmittedIds, add_schema,
+};
 use longrun_core::{Operation, OperationError, Status};
 use utoipa::openapi::header::Header;
 use utoipa::openapi::path::Operation as PathOperation;
@@ -53,64 +55,76 @@ use crate::error::Problem;
 )]
 pub struct ApiDoc;
 
-/// An operation in the rendering chosen with `?view=`: the canonical `Operation` (default),
-/// `AsyncOperation`, `GetStatusOfAnAsyncTask` or `AsyncTask`. Only a schema; the server renders
-/// with [`View::render`].
-#[derive(Debug)]
-pub struct OperationView;
+/// Declares a schema-only type whose schema is a `oneOf` of `items`, and which registers the
+/// named `components` its items refer to.
+macro_rules! one_of_schema {
+    (
+        $(#[$attr:meta])*
+        $name:ident, $description:literal,
+        items: [$($item:expr),+ $(,)?],
+        components: [$($component:ty),+ $(,)?] $(,)?
+    ) => {
+        $(#[$attr])*
+        #[derive(Debug)]
+        pub struct $name;
 
-impl PartialSchema for OperationView {
-    fn schema() -> RefOr<Schema> {
-        OneOfBuilder::new()
-            .item(Ref::from_schema_name(Operation::name()))
-            .item(Ref::from_schema_name(AsyncOperation::name()))
-            .item(Ref::from_schema_name(GetStatusOfAnAsyncTask::name()))
-            .item(Ref::from_schema_name(AsyncTask::name()))
-            .description(Some("The operation in the rendering chosen with `?view=`."))
-            .into()
-    }
+        impl PartialSchema for $name {
+            fn schema() -> RefOr<Schema> {
+                OneOfBuilder::new()
+                    $(.item($item))+
+                    .description(Some($description))
+                    .into()
+            }
+        }
+
+        impl ToSchema for $name {
+            fn name() -> Cow<'static, str> {
+                Cow::Borrowed(stringify!($name))
+            }
+
+            fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+                $(add_schema::<$component>(schemas);)+
+            }
+        }
+    };
 }
 
-impl ToSchema for OperationView {
-    fn name() -> Cow<'static, str> {
-        Cow::Borrowed("OperationView")
-    }
-
-    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
-        add_schema::<Operation>(schemas);
-        add_schema::<AsyncOperation>(schemas);
-        add_schema::<GetStatusOfAnAsyncTask>(schemas);
-        add_schema::<AsyncTask>(schemas);
-    }
+/// A reference to the named schema of `T`.
+fn named<T: ToSchema>() -> Ref {
+    Ref::from_schema_name(T::name())
 }
 
-/// The answer to a batch submit: the operations in the requested view, or with
-/// `Prefer: return=minimal` only their ids. Only a schema.
-#[derive(Debug)]
-pub struct BatchSubmitted;
-
-impl PartialSchema for BatchSubmitted {
-    fn schema() -> RefOr<Schema> {
-        OneOfBuilder::new()
-            .item(OperationList::<OperationView>::schema())
-            .item(Ref::from_schema_name(SubmittedIds::name()))
-            .description(Some(
-                "The operations in request order, in the requested view; with \
-                 `Prefer: return=minimal`, only their ids.",
-            ))
-            .into()
-    }
+one_of_schema! {
+    /// An operation in the rendering chosen with `?view=`: the canonical `Operation` (default),
+    /// `AsyncOperation`, `GetStatusOfAnAsyncTask` or `AsyncTask`. Only a schema; the server
+    /// renders with [`View::render`].
+    OperationView, "The operation in the rendering chosen with `?view=`.",
+    items: [
+        named::<Operation>(),
+        named::<AsyncOperation>(),
+        named::<GetStatusOfAnAsyncTask>(),
+        named::<AsyncTask>(),
+    ],
+    components: [Operation, AsyncOperation, GetStatusOfAnAsyncTask, AsyncTask],
 }
 
-impl ToSchema for BatchSubmitted {
-    fn name() -> Cow<'static, str> {
-        Cow::Borrowed("BatchSubmitted")
-    }
+one_of_schema! {
+    /// The answer to a submit: the operation in the requested view, or with
+    /// `Prefer: return=minimal` only its id. Only a schema.
+    OperationSubmitted,
+    "The operation in the requested view; with `Prefer: return=minimal`, only its id.",
+    items: [named::<OperationView>(), named::<SubmittedId>()],
+    components: [OperationView, SubmittedId],
+}
 
-    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
-        add_schema::<OperationView>(schemas);
-        add_schema::<SubmittedIds>(schemas);
-    }
+one_of_schema! {
+    /// The answer to a batch submit: the operations in the requested view, or with
+    /// `Prefer: return=minimal` only their ids. Only a schema.
+    BatchSubmitted,
+    "The operations in request order, in the requested view; with \
+     `Prefer: return=minimal`, only their ids.",
+    items: [OperationList::<OperationView>::schema(), named::<SubmittedIds>()],
+    components: [OperationView, SubmittedIds],
 }
 
 /// Closes the schemas of the three seed views (`additionalProperties: false`): each has exactly

@@ -404,7 +404,7 @@ mod operations {
     use longrun_server::ServerConfig;
     use serde_json::{Value, json};
 
-    use crate::support::{HOST, TestApp};
+    use crate::support::{HOST, Reply, TestApp};
 
     #[tokio::test]
     async fn submit_answers_202_with_absolute_locations_and_fills_defaults() {
@@ -691,25 +691,75 @@ mod operations {
         assert_eq!(listed["operations"].as_array().unwrap().len(), 3);
     }
 
-    #[tokio::test]
-    async fn a_batch_with_return_minimal_answers_only_the_ids_in_request_order() {
-        let app = TestApp::new().await;
+    /// Posts `body` to `path` (asking for a view it must not render) preferring
+    /// `return=minimal`; asserts the minimal `202`, whose body has the one `member`; returns
+    /// the reply and that member.
+    async fn minimal_answer(
+        app: &TestApp,
+        path: &str,
+        body: Value,
+        member: &str,
+    ) -> (Reply, Value) {
         let minimal = [("prefer", "return=minimal")];
-        let batch = json!({"operations": [{"name": "ids.a"}, {"name": "ids.b"}]});
-        let reply = app
-            .call(
-                Method::POST,
-                "/v1/operations:batch?view=async-task",
-                Some(batch.clone()),
-                &minimal,
-            )
-            .await;
+        let uri = format!("{path}?view=async-task");
+        let reply = app.call(Method::POST, &uri, Some(body), &minimal).await;
         assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text());
         assert_eq!(reply.header("preference-applied"), Some("return=minimal"));
         assert!(reply.header("retry-after").is_some());
+        let answer = reply.json();
+        assert_eq!(answer.as_object().unwrap().len(), 1, "{answer}");
+        let value = answer[member].clone();
+        (reply, value)
+    }
+
+    #[tokio::test]
+    async fn a_submit_with_return_minimal_answers_only_the_id() {
+        let app = TestApp::new().await;
+        let submit = json!({"name": "id.only", "kwargs": {"k": 1}});
+        let (reply, id) = minimal_answer(&app, "/v1/operations", submit.clone(), "id").await;
+        let id = id.as_str().unwrap();
+        let location = reply.header("location").unwrap();
+        assert!(
+            location.ends_with(&format!("/v1/operations/{id}")),
+            "{location}"
+        );
+        assert_eq!(reply.header("operation-location"), Some(location));
+        let op = app.get(&format!("/v1/operations/{id}")).await.json();
+        assert_eq!(
+            (&op["name"], &op["kwargs"]),
+            (&submit["name"], &submit["kwargs"])
+        );
+        // Replayed under its key: the same id, marked as replayed; without the preference, the
+        // operation in full.
+        let keyed = [("prefer", "return=minimal"), ("idempotency-key", "id-1")];
+        let first = app
+            .call(Method::POST, "/v1/operations", Some(submit.clone()), &keyed)
+            .await;
+        let again = app
+            .call(Method::POST, "/v1/operations", Some(submit.clone()), &keyed)
+            .await;
+        assert_eq!(again.header("idempotent-replayed"), Some("true"));
+        assert_eq!(again.json(), first.json());
+        let full = app
+            .call(
+                Method::POST,
+                "/v1/operations",
+                Some(submit),
+                &[("idempotency-key", "id-1")],
+            )
+            .await;
+        assert_eq!(full.header("preference-applied"), None);
+        assert_eq!(full.json()["id"], first.json()["id"]);
+        assert_eq!(full.json()["name"], "id.only");
+    }
+
+    #[tokio::test]
+    async fn a_batch_with_return_minimal_answers_only_the_ids_in_request_order() {
+        let app = TestApp::new().await;
+        let batch = json!({"operations": [{"name": "ids.a"}, {"name": "ids.b"}]});
+        let (reply, ids) = minimal_answer(&app, "/v1/operations:batch", batch.clone(), "ids").await;
         let body = reply.json();
-        let ids = body["ids"].as_array().unwrap();
-        assert_eq!(body.as_object().unwrap().len(), 1, "{body}");
+        let ids = ids.as_array().unwrap();
         assert_eq!(ids.len(), 2);
         for (id, name) in ids.iter().zip(["ids.a", "ids.b"]) {
             let op = app

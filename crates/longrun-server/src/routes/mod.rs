@@ -58,12 +58,17 @@ fn operation_response(
 ) -> Response {
     let body = axum::Json(view.unwrap_or_default().render(op, &base.0));
     let mut response = (status, body).into_response();
+    set_retry_after(&mut response, op, retry_after_secs);
+    response
+}
+
+/// Sets `Retry-After` while `op` is not finished.
+fn set_retry_after(response: &mut Response, op: &Operation, retry_after_secs: u32) {
     if !op.is_terminal() {
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
     }
-    response
 }
 
 /// Sets `Location` to the operation's URL (skipped if the URL is not a valid header value,

@@ -8,22 +8,24 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use longrun_core::views::View;
-use longrun_core::wire::{BatchSubmitRequest, OperationList, SubmitRequest, SubmittedIds};
+use longrun_core::wire::{
+    BatchSubmitRequest, OperationList, SubmitRequest, SubmittedId, SubmittedIds,
+};
 use longrun_core::{CancelOutcome, ListQuery, NewOperation, Status, Submitted, validate};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::IntoParams;
 use uuid::Uuid;
 
 use super::common_responses::{BodyRefused, OperationNotFound, Unavailable};
-use super::{ViewQuery, operation_response, set_location};
+use super::{ViewQuery, operation_response, set_location, set_retry_after};
 use crate::AppState;
 use crate::base_url::BaseUrl;
 use crate::caller::{Action, Caller};
 use crate::error::{ApiError, Problem, ProblemKind};
 use crate::extract::{JsonBody, OperationId, QueryParams};
 use crate::inflight::InFlight;
-use crate::openapi::{BatchSubmitted, OperationView};
+use crate::openapi::{BatchSubmitted, OperationSubmitted, OperationView};
 use crate::prefer::{PREFERENCE_APPLIED, ReturnMinimal};
 use crate::shutdown::Shutdown;
 use crate::submission::SubmitContext;
@@ -34,7 +36,9 @@ const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 
 /// Submit an operation.
 ///
-/// Answers `202 Accepted` with the new operation. With an `Idempotency-Key` already used for
+/// Answers `202 Accepted` with the new operation; with `Prefer: return=minimal`, with only its
+/// id (`{"id": ...}`, `Preference-Applied: return=minimal`), as a producer that only needs to
+/// know the work was accepted prefers. With an `Idempotency-Key` already used for
 /// the same body (compared after parsing, so formatting and key order do not matter), answers
 /// the operation that request created, as it is now, with `Idempotent-Replayed: true`; while
 /// that first request is still being processed, `409` with `Retry-After`. Keys are scoped by
@@ -51,14 +55,16 @@ const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
         ViewQuery,
         ("Idempotency-Key" = Option<String>, Header, description = "Makes retried submits safe: the same key and body answer the same operation; the same key with another body is `422`. 1 to 255 visible ASCII characters other than `\"`, bare or in double quotes (`\"k\"` is the key `k`).", pattern = "^([!#-~]{1,255}|\"[!#-~]{1,255}\")$"),
         ("traceparent" = Option<String>, Header, description = "W3C trace context; its trace and span ids are recorded (generated when absent or invalid)."),
+        ("Prefer" = Option<String>, Header, description = "`return=minimal`: answer with the operation's id only (`{\"id\": ...}`), not the operation."),
     ),
     request_body = SubmitRequest,
     responses(
-        (status = 202, description = "Accepted; the operation in the requested view.", body = OperationView, headers(
+        (status = 202, description = "Accepted; the operation in the requested view, or only its id with `Prefer: return=minimal`.", body = OperationSubmitted, headers(
             ("Location" = String, description = "The operation's URL."),
             ("Operation-Location" = String, description = "The operation's URL (Azure convention)."),
             ("Retry-After" = u32, description = "Seconds to wait before polling."),
             ("Idempotent-Replayed" = bool, description = "`true` when an earlier submit with the same `Idempotency-Key` created the operation."),
+            ("Preference-Applied" = String, description = "`return=minimal` when the answer holds only the id."),
         ), links(
             ("claim" = (operation_id = "claim", request_body = json!({"names": ["$response.body#/name"], "queues": ["$response.body#/queue"]}), description = "Claim operations of the submitted one's name and queue (from the canonical view).")),
         )),
@@ -79,6 +85,7 @@ pub async fn submit(
     base: BaseUrl,
     uri: Uri,
     headers: HeaderMap,
+    minimal: ReturnMinimal,
     QueryParams(query): QueryParams<ViewQuery>,
     JsonBody(mut body): JsonBody<Value>,
 ) -> Result<Response, ApiError> {
@@ -91,13 +98,20 @@ pub async fn submit(
         .map(|idem| InFlight::begin(&in_flight, new.owner.customer, &idem.key))
         .transpose()?;
     let Submitted { operation, created } = state.store.submit(new).await?;
-    let mut response = operation_response(
-        StatusCode::ACCEPTED,
-        &operation,
-        query.view,
-        &base,
-        state.config.retry_after_secs,
-    );
+    let retry_after_secs = state.config.retry_after_secs;
+    let mut response = if minimal.0 {
+        let mut response = accepted_minimal(SubmittedId { id: operation.id });
+        set_retry_after(&mut response, &operation, retry_after_secs);
+        response
+    } else {
+        operation_response(
+            StatusCode::ACCEPTED,
+            &operation,
+            query.view,
+            &base,
+            retry_after_secs,
+        )
+    };
     set_location(&mut response, "location", &base, &operation);
     set_location(&mut response, "operation-location", &base, &operation);
     if !created {
@@ -106,6 +120,12 @@ pub async fn submit(
             .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
     }
     Ok(response)
+}
+
+/// `202 Accepted` with `body`, the minimal answer a submit gives with `Prefer: return=minimal`.
+fn accepted_minimal(body: impl Serialize) -> Response {
+    let applied = [(PREFERENCE_APPLIED.clone(), ReturnMinimal::APPLIED)];
+    (StatusCode::ACCEPTED, applied, axum::Json(body)).into_response()
 }
 
 /// The validated operation a submit body describes, owned as the caller may own it.
@@ -208,11 +228,9 @@ pub async fn submit_batch(
     let submitted = stored.await.into_iter().collect::<Result<Vec<_>, _>>()?;
     let replayed = submitted.iter().all(|s| !s.created);
     let mut response = if minimal.0 {
-        let ids = SubmittedIds {
+        accepted_minimal(SubmittedIds {
             ids: submitted.iter().map(|s| s.operation.id).collect(),
-        };
-        let applied = [(PREFERENCE_APPLIED.clone(), ReturnMinimal::APPLIED)];
-        (StatusCode::ACCEPTED, applied, axum::Json(ids)).into_response()
+        })
     } else {
         let view = query.view.unwrap_or_default();
         let list = OperationList {
