@@ -55,14 +55,17 @@ class Stat:
 
 # What a `status` run with authentication on is called in the tables.
 WITH_KEY = " (API key)"
+# What a `submit` run answered with ids only is called in the tables.
+ID_ONLY = " (id only)"
 
 
 def group(runs):
-    """(system, workload[, n_stored]) -> list of runs; a `status` run with an API key counts as
-    a system of its own."""
+    """(system, workload[, n_stored]) -> list of runs; a `status` run with an API key, and a
+    `submit` run answered with ids only, count as systems of their own."""
     groups = defaultdict(list)
     for r in runs:
         system = r["system"] + (WITH_KEY if r.get("auth") == "key" else "")
+        system += ID_ONLY if r.get("answer") == "id" else ""
         key = (system, r["workload"], r.get("n_stored"))
         groups[key].append(r)
     return groups
@@ -173,7 +176,11 @@ def submit_table(groups):
             f"| {stat(groups, s, 'submit', 'p50_ms').fmt(2)} "
             f"| {stat(groups, s, 'submit', 'p99_ms').fmt(2)} |"
         )
-    return out + [""]
+    out.append("")
+    if any(s.endswith(ID_ONLY) for s in systems):
+        out += [f"`{ID_ONLY.strip()}`: each submit answered with the new operation's id only "
+                "(`Prefer: return=minimal`); the other rows read the operation back in full.", ""]
+    return out
 
 
 def status_sizes(groups, system):
