@@ -77,8 +77,10 @@ pub struct BatchSubmitRequest {
 }
 
 /// `POST /v1/operations` with `Prefer: return=minimal`: the submitted operation's id instead
-/// of the operation.
+/// of the operation. Closed (`additionalProperties: false`), so that an operation, which has an
+/// `id` too, is never also a `SubmittedId` in the answer's `oneOf`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SubmittedId {
     /// The operation's id.
     pub id: Uuid,
