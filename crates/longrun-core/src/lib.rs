@@ -9,6 +9,7 @@ pub mod batch;
 pub mod claim;
 pub mod claimed;
 pub mod clock;
+pub mod compact;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod handoff;

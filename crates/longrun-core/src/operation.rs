@@ -28,19 +28,19 @@ pub struct Operation {
     /// Lifecycle status.
     pub status: Status,
     /// When it was accepted.
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::compact::timestamp")]
     pub created_at: OffsetDateTime,
     /// When anything about it last changed.
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::compact::timestamp")]
     pub updated_at: OffsetDateTime,
     /// When its current or last attempt started.
-    #[serde(with = "time::serde::rfc3339::option")]
+    #[serde(with = "crate::compact::timestamp_option")]
     pub started_at: Option<OffsetDateTime>,
     /// When it reached a terminal status.
-    #[serde(with = "time::serde::rfc3339::option")]
+    #[serde(with = "crate::compact::timestamp_option")]
     pub completed_at: Option<OffsetDateTime>,
     /// It is not handed to a worker before this instant.
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::compact::timestamp")]
     pub run_at: OffsetDateTime,
     /// Progress, 0–100.
     pub progress_pct: Option<f64>,
@@ -73,15 +73,17 @@ pub struct Operation {
     /// The first operation of this workflow chain (its own id for a root).
     pub root_id: Uuid,
     /// W3C trace id (32 hex).
+    #[serde(with = "crate::compact::hex_id")]
     pub trace_id: String,
     /// W3C span id (16 hex).
+    #[serde(with = "crate::compact::hex_id")]
     pub span_id: String,
     /// The id of the current or last attempt on a worker (also its lease token).
     pub execution_id: Option<Uuid>,
     /// The worker holding or last holding it.
     pub worker: Option<String>,
     /// When the current lease runs out, while running.
-    #[serde(with = "time::serde::rfc3339::option")]
+    #[serde(with = "crate::compact::timestamp_option")]
     pub lease_expires_at: Option<OffsetDateTime>,
     /// Whether cancellation was requested while it was running.
     pub cancel_requested: bool,
