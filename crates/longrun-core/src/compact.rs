@@ -103,10 +103,14 @@ pub mod hex_id {
     use super::*;
 
     /// Writes the text to a human-readable format, its bytes otherwise (text that is not
-    /// lowercase hex of even length is written as text).
+    /// lowercase hex of even length, or longer than a trace id, is written as text).
     pub fn serialize<S: Serializer>(id: &str, s: S) -> Result<S::Ok, S::Error> {
-        match (!s.is_human_readable()).then(|| decode_hex(id)).flatten() {
-            Some(bytes) => s.serialize_bytes(&bytes),
+        let mut bytes = [0; MAX_BYTES];
+        match (!s.is_human_readable())
+            .then(|| decode_hex(id, &mut bytes))
+            .flatten()
+        {
+            Some(bytes) => s.serialize_bytes(bytes),
             None => s.serialize_str(id),
         }
     }
@@ -120,19 +124,25 @@ pub mod hex_id {
         }
     }
 
-    fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    /// A trace id's 16 bytes: the longest id kept as bytes.
+    const MAX_BYTES: usize = 16;
+
+    /// `text`'s bytes, decoded into `out` without allocating.
+    fn decode_hex<'a>(text: &str, out: &'a mut [u8; MAX_BYTES]) -> Option<&'a [u8]> {
         let digit = |c: u8| match c {
             b'0'..=b'9' => Some(c - b'0'),
             b'a'..=b'f' => Some(c - b'a' + 10),
             _ => None,
         };
         let text = text.as_bytes();
-        if !text.len().is_multiple_of(2) {
+        let len = text.len() / 2;
+        if !text.len().is_multiple_of(2) || len > MAX_BYTES {
             return None;
         }
-        text.chunks_exact(2)
-            .map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?))
-            .collect()
+        for (byte, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
+            *byte = digit(pair[0])? << 4 | digit(pair[1])?;
+        }
+        Some(&out[..len])
     }
 
     struct HexVisitor;

@@ -159,11 +159,12 @@ mod tests {
         assert!(!contains(b"2026-12-02"), "no date text");
         assert!(!contains(op.trace_id.as_bytes()), "no hex text");
 
-        // Nanoseconds, offsets other than UTC, and ids that are not hex survive as they were.
+        // Nanoseconds, offsets other than UTC, and ids that are not hex or longer than a trace
+        // id survive as they were.
         let mut odd = op.clone();
         odd.created_at = datetime!(1969-07-20 20:17:40.000000001 -05:30);
         odd.trace_id = "Not-Hex".into();
-        odd.span_id = String::new();
+        odd.span_id = "00".repeat(17);
         let back = decode(&encode(&odd).unwrap()).unwrap();
         assert_eq!(back, odd);
         assert_eq!(back.created_at.offset(), odd.created_at.offset());
