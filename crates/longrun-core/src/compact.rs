@@ -159,15 +159,20 @@ pub mod hex_id {
         }
 
         fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<String, E> {
-            const DIGITS: &[u8; 16] = b"0123456789abcdef";
-            let mut text = String::with_capacity(bytes.len() * 2);
-            for byte in bytes {
-                text.push(DIGITS[usize::from(byte >> 4)].into());
-                text.push(DIGITS[usize::from(byte & 0xf)].into());
-            }
-            Ok(text)
+            Ok(lowercase_hex(bytes))
         }
     }
+}
+
+/// `bytes` as lowercase hex text.
+pub(crate) fn lowercase_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        text.push(DIGITS[usize::from(byte >> 4)].into());
+        text.push(DIGITS[usize::from(byte & 0xf)].into());
+    }
+    text
 }
 
 /// Reads a timestamp as RFC 3339 text or as `[secs, nanos(, offset)]`.

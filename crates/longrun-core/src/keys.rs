@@ -150,7 +150,7 @@ impl Token {
 
     /// The SHA-256 of the secret, hex: what a store keeps.
     pub fn secret_hash(&self) -> String {
-        hex(&Sha256::digest(self.secret.as_bytes()))
+        crate::compact::lowercase_hex(&Sha256::digest(self.secret.as_bytes()))
     }
 
     /// Whether the secret hashes to `stored`, compared in constant time.
@@ -169,10 +169,6 @@ impl std::fmt::Display for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "lr_{}_{}", self.id.simple(), self.secret)
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
