@@ -29,13 +29,13 @@ struct Inner {
 
 impl TaskContext {
     pub(crate) fn new(
-        grant: &LeaseGrant,
+        grant: LeaseGrant,
         backend: Arc<dyn Backend>,
         cancel: CancellationToken,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                operation: grant.operation.clone(),
+                operation: grant.operation,
                 lease_id: grant.lease_id,
                 backend,
                 progress: Mutex::new(None),

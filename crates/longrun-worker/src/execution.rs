@@ -24,14 +24,18 @@ const HEARTBEAT_RETRY: Duration = Duration::from_secs(2);
 
 /// A leased operation and what is needed to run it.
 pub(crate) struct Execution {
-    pub backend: Arc<dyn Backend>,
-    pub options: Arc<WorkerOptions>,
-    pub grant: LeaseGrant,
-    pub handler: Option<Arc<dyn Handler>>,
+    backend: Arc<dyn Backend>,
+    options: Arc<WorkerOptions>,
+    /// The handler's view of the attempt; it owns the operation as claimed.
+    ctx: TaskContext,
+    /// Cancels the handler: a child of `stop`, also cancelled on request or a lost lease.
+    cancel: CancellationToken,
+    lease_expires_at: OffsetDateTime,
+    handler: Option<Arc<dyn Handler>>,
     /// The handler's place among the worker's `concurrency`, given back when it ends.
-    pub slot: Option<Slot>,
+    slot: Option<Slot>,
     /// Cancelled when the worker's shutdown grace is over.
-    pub stop: CancellationToken,
+    stop: CancellationToken,
 }
 
 /// How the handler's task ended.
@@ -59,31 +63,53 @@ enum Phase {
 }
 
 impl Execution {
+    /// The attempt to run `grant` with `handler` (none: the task name has no handler), its
+    /// handler in `slot`; `stop` is cancelled when the worker's shutdown grace is over.
+    pub(crate) fn new(
+        backend: Arc<dyn Backend>,
+        options: Arc<WorkerOptions>,
+        grant: LeaseGrant,
+        handler: Option<Arc<dyn Handler>>,
+        slot: Slot,
+        stop: &CancellationToken,
+    ) -> Self {
+        let cancel = stop.child_token();
+        let lease_expires_at = grant.lease_expires_at;
+        let ctx = TaskContext::new(grant, backend.clone(), cancel.clone());
+        Self {
+            backend,
+            options,
+            ctx,
+            cancel,
+            lease_expires_at,
+            handler,
+            slot: Some(slot),
+            stop: stop.clone(),
+        }
+    }
+
     /// Runs the attempt to its end and reports it.
     pub(crate) async fn run(self) {
-        let op = &self.grant.operation;
-        let span =
-            info_span!("operation", id = %op.id, name = %op.name, execution = %self.grant.lease_id);
+        let span = info_span!("operation", id = %self.ctx.id(), name = %self.ctx.name(), execution = %self.ctx.execution_id());
         self.run_attempt().instrument(span).await
     }
 
     async fn run_attempt(mut self) {
         let mut lease = LeaseState {
-            expires_at: self.grant.lease_expires_at,
+            expires_at: self.lease_expires_at,
             cancel_requested: false,
             lost: false,
         };
         let Some(handler) = self.handler.clone() else {
             let error = TaskError::fatal(
                 "UnknownTask",
-                format!("no handler for `{}`", self.grant.operation.name),
+                format!("no handler for `{}`", self.ctx.name()),
             );
             return self.report_failure(&lease, error).await;
         };
-        info!(retries = self.grant.operation.retries, "started");
-        let cancel = self.stop.child_token();
-        let ctx = TaskContext::new(&self.grant, self.backend.clone(), cancel.clone());
-        let input = TaskInput::of(&self.grant.operation);
+        info!(retries = self.ctx.retries(), "started");
+        let (ctx, cancel) = (self.ctx.clone(), self.cancel.clone());
+        let input = TaskInput::of(ctx.operation());
         let handler_ctx = ctx.clone();
         // Its own task, so a panic is caught; aborted should this execution be dropped.
         let mut task = AbortOnDropHandle::new(tokio::spawn(async move {
@@ -147,14 +173,14 @@ impl Execution {
     async fn heartbeat(&self, ctx: &TaskContext, lease: &mut LeaseState) -> bool {
         let progress = ctx.take_progress();
         let request = HeartbeatRequest {
-            lease_id: self.grant.lease_id,
+            lease_id: self.ctx.execution_id(),
             progress_pct: progress.as_ref().and_then(|p| p.pct),
             status_detail: progress.as_ref().and_then(|p| p.detail.clone()),
             lease_secs: Some(self.options.lease_secs),
         };
         let outcome = timeout(
             self.options.heartbeat_every(),
-            self.backend.heartbeat(self.grant.operation.id, &request),
+            self.backend.heartbeat(self.ctx.id(), &request),
         );
         let failure = match outcome.await {
             Ok(Ok(response)) => {
@@ -183,13 +209,13 @@ impl Execution {
     async fn report_success(&self, lease: &LeaseState, output: TaskOutput) {
         info!("succeeded");
         let request = CompleteRequest {
-            lease_id: self.grant.lease_id,
+            lease_id: self.ctx.execution_id(),
             result: output.result,
             result_url: output.result_url,
             resources: output.resources,
         };
         self.report("completion", lease, || {
-            self.backend.complete(self.grant.operation.id, &request)
+            self.backend.complete(self.ctx.id(), &request)
         })
         .await
     }
@@ -197,19 +223,19 @@ impl Execution {
     async fn report_failure(&self, lease: &LeaseState, error: TaskError) {
         info!(retryable = error.is_retryable(), "failed: {error}");
         let request = FailRequest {
-            lease_id: self.grant.lease_id,
+            lease_id: self.ctx.execution_id(),
             error: error.to_reported(),
             retryable: error.is_retryable(),
         };
         self.report("failure", lease, || {
-            self.backend.fail(self.grant.operation.id, &request)
+            self.backend.fail(self.ctx.id(), &request)
         })
         .await
     }
 
     async fn report_release(&self, lease: &LeaseState) {
         info!("stopped at shutdown; releasing it");
-        let (id, lease_id) = (self.grant.operation.id, self.grant.lease_id);
+        let (id, lease_id) = (self.ctx.id(), self.ctx.execution_id());
         self.report("release", lease, || self.backend.release(id, lease_id))
             .await
     }

@@ -109,14 +109,15 @@ pub struct Worker {
 impl Worker {
     /// The attempt to run `grant`, its handler in `slot`.
     fn execution(&self, grant: LeaseGrant, slot: Slot, stop: &CancellationToken) -> Execution {
-        Execution {
-            backend: self.backend.clone(),
-            options: self.options.clone(),
-            handler: self.registry.get(&grant.operation.name),
+        let handler = self.registry.get(&grant.operation.name);
+        Execution::new(
+            self.backend.clone(),
+            self.options.clone(),
             grant,
-            slot: Some(slot),
-            stop: stop.clone(),
-        }
+            handler,
+            slot,
+            stop,
+        )
     }
 
     /// A worker taking operations from `backend` for the handlers in `registry`.
