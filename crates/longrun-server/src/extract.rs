@@ -43,9 +43,27 @@ impl<T: DeserializeOwned + PartialSchema> FromRequest<AppState> for JsonBody<T> 
                 ApiError::new(kind, rejection.body_text())
             })?;
         limits::check_depth(&bytes, state.config.max_json_depth)?;
+        // Most bodies are what `T` expects and parse straight from the bytes. Any other (a
+        // syntax error, `2.0` for an integer, a schema error, a repeated member) takes the
+        // way through a `Value`, which decides as before: it answers the same errors, takes
+        // such floats as integers and a repeated member's last value.
+        if starts_an_object(&bytes)
+            && let Ok(body) = serde_json::from_slice(&bytes)
+        {
+            return Ok(JsonBody(body));
+        }
         let axum::Json(mut value) = axum::Json::<Value>::from_bytes(&bytes)?;
         from_object(&mut value).map(JsonBody)
     }
+}
+
+/// Whether `bytes` begin, after JSON whitespace, with `{`: serde would also read a struct
+/// from an array, which a body must not be.
+fn starts_an_object(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        .is_some_and(|&b| b == b'{')
 }
 
 /// Whether the request declares a JSON body (`application/json` or `application/*+json`).

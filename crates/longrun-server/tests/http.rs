@@ -2046,6 +2046,39 @@ mod errors {
     }
 
     #[tokio::test]
+    async fn typed_bodies_are_objects_read_whole_with_a_repeated_member_last() {
+        let app = TestApp::new().await;
+        let json = Some("application/json");
+        // A repeated member counts once, with its last value.
+        let reply = raw(
+            &app,
+            "/v1/workers/claim",
+            json,
+            r#"{"worker": "bad name", "waitSecs": 0, "worker": "w"}"#,
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        assert_eq!(reply.json(), json!({"leases": []}));
+        // An array is not an object, even one whose items could fill the fields in order.
+        let problem = raw(&app, "/v1/workers/claim", json, r#" ["w"]"#)
+            .await
+            .problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "/problems/validation-failed",
+            );
+        assert!(problem["detail"].as_str().unwrap().contains("object"));
+        // Nothing may follow the object.
+        raw(
+            &app,
+            "/v1/workers/claim",
+            json,
+            r#"{"worker": "w", "waitSecs": 0} {}"#,
+        )
+        .await
+        .problem(StatusCode::BAD_REQUEST, "/problems/bad-request");
+    }
+
+    #[tokio::test]
     async fn bad_submit_bodies_are_problems() {
         let app = TestApp::new().await;
         let json = Some("application/json");
