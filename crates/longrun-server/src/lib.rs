@@ -52,7 +52,9 @@ use std::sync::Arc;
 use axum::Extension;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Uri};
+use axum::serve::{ListenerExt, TapIo};
 use longrun_core::Store;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
@@ -108,7 +110,7 @@ fn guarded_router(state: AppState, gate: Arc<auth::Gate>) -> axum::Router {
 /// answers no leases) and waits for the requests in flight. Looks for API keys first and logs
 /// a warning when there are none (the server then runs open).
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -119,7 +121,7 @@ pub async fn serve(
     let stopping = CancellationToken::new();
     let app = guarded_router(state, gate).layer(Extension(stopping.clone()));
     axum::serve(
-        listener,
+        without_delay(listener),
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(async move {
@@ -127,6 +129,17 @@ pub async fn serve(
         stopping.cancel();
     })
     .await
+}
+
+/// `listener`, setting `TCP_NODELAY` on each connection it accepts: a small write (an event
+/// of a stream, the end of a long answer) goes out at once instead of waiting until the client
+/// acknowledges the one before, which a client may put off for 40 ms.
+fn without_delay(listener: TcpListener) -> TapIo<TcpListener, fn(&mut TcpStream)> {
+    listener.tap_io(|stream| {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::warn!(error = %e, "cannot set TCP_NODELAY on a connection");
+        }
+    })
 }
 
 async fn not_found(uri: Uri) -> ApiError {
@@ -141,4 +154,21 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
         ProblemKind::MethodNotAllowed,
         format!("{method} is not allowed on {}", uri.path()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::serve::Listener;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_send_small_writes_at_once() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut listener = without_delay(listener);
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await;
+        assert!(accepted.nodelay().unwrap());
+    }
 }
