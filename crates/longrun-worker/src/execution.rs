@@ -90,7 +90,13 @@ impl Execution {
 
     /// Runs the attempt to its end and reports it.
     pub(crate) async fn run(self) {
-        let span = info_span!("operation", id = %self.ctx.id(), name = %self.ctx.name(), execution = %self.ctx.execution_id());
+        let ctx = &self.ctx;
+        let span = info_span!(
+            "operation",
+            id = %ctx.id(),
+            name = %ctx.name(),
+            execution = %ctx.execution_id()
+        );
         self.run_attempt().instrument(span).await
     }
 
