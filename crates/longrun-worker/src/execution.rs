@@ -114,9 +114,8 @@ impl Execution {
             return self.report_failure(&lease, error).await;
         };
         info!(retries = self.ctx.retries(), "started");
-        let (ctx, cancel) = (self.ctx.clone(), self.cancel.clone());
-        let input = TaskInput::of(ctx.operation());
-        let handler_ctx = ctx.clone();
+        let input = TaskInput::of(self.ctx.operation());
+        let handler_ctx = self.ctx.clone();
         // Its own task, so a panic is caught; aborted should this execution be dropped.
         let mut task = AbortOnDropHandle::new(tokio::spawn(async move {
             handler.run(handler_ctx, input).await
@@ -134,17 +133,17 @@ impl Execution {
             tokio::select! {
                 joined = &mut task => break ending_of(joined),
                 () = sleep_until(next_beat), if !lease.lost => {
-                    let ok = self.heartbeat(&ctx, &mut lease).await;
+                    let ok = self.heartbeat(&mut lease).await;
                     last_beat = Instant::now();
                     next_beat = last_beat + if ok { every } else { every.min(HEARTBEAT_RETRY) };
                     if lease.cancel_requested || lease.lost {
-                        cancel.cancel();
+                        self.cancel.cancel();
                     }
                 }
-                () = ctx.progress_changed() => {
+                () = self.ctx.progress_changed() => {
                     next_beat = next_beat.min(last_beat + self.options.progress_interval);
                 }
-                () = cancel.cancelled(), if matches!(phase, Phase::Running) => {
+                () = self.cancel.cancelled(), if matches!(phase, Phase::Running) => {
                     phase = Phase::Cancelling(Instant::now() + self.options.cancel_grace);
                 }
                 () = sleep_until(abort_at.unwrap_or_else(Instant::now)), if abort_at.is_some() => {
@@ -176,8 +175,8 @@ impl Execution {
     }
 
     /// Sends one heartbeat with the pending progress; `false` when it did not get through.
-    async fn heartbeat(&self, ctx: &TaskContext, lease: &mut LeaseState) -> bool {
-        let progress = ctx.take_progress();
+    async fn heartbeat(&self, lease: &mut LeaseState) -> bool {
+        let progress = self.ctx.take_progress();
         let request = HeartbeatRequest {
             lease_id: self.ctx.execution_id(),
             progress_pct: progress.as_ref().and_then(|p| p.pct),
@@ -207,7 +206,7 @@ impl Execution {
         };
         warn!("heartbeat failed: {failure}");
         if let Some(progress) = progress {
-            ctx.restore_progress(progress);
+            self.ctx.restore_progress(progress);
         }
         false
     }
