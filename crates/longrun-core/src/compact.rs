@@ -164,8 +164,9 @@ pub mod hex_id {
     }
 }
 
-/// `bytes` as lowercase hex text.
-pub(crate) fn lowercase_hex(bytes: &[u8]) -> String {
+/// `bytes` as lowercase hex text (also how key secrets' and request bodies' SHA-256 digests are
+/// kept).
+pub fn lowercase_hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut text = String::with_capacity(bytes.len() * 2);
     for byte in bytes {

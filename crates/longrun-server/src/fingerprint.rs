@@ -2,16 +2,14 @@
 //! with object keys sorted and no insignificant whitespace, so two bodies that differ only in
 //! formatting or key order are the same request.
 
+use longrun_core::compact::lowercase_hex;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 /// The fingerprint of a parsed request body.
 pub fn fingerprint(body: &Value) -> String {
     let canonical = serde_json::to_vec(&sorted(body)).expect("a JSON value serializes");
-    Sha256::digest(&canonical)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    lowercase_hex(&Sha256::digest(&canonical))
 }
 
 /// `value` with the keys of every object in sorted order (whatever map type serde_json uses).
