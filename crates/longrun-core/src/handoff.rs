@@ -128,7 +128,13 @@ where
             let (batch, itself) = (process(writes), itself.clone());
             async move {
                 let (answers, grants) = batch.await;
-                grant_all(grants, itself.get());
+                if !grants.is_empty() {
+                    grant_all(grants, itself.get());
+                    // The claimers just granted run first, on this thread: answering the
+                    // submitters (once this returns) would otherwise push them to the other
+                    // threads' queues, and a hand-over is for the handler's start.
+                    tokio::task::yield_now().await;
+                }
                 answers
             }
         })
