@@ -130,9 +130,10 @@ where
                 let (answers, grants) = batch.await;
                 if !grants.is_empty() {
                     grant_all(grants, itself.get());
-                    // The claimers just granted run first, on this thread: answering the
-                    // submitters (once this returns) would otherwise push them to the other
-                    // threads' queues, and a hand-over is for the handler's start.
+                    // The claimers just granted run next, on this thread. Tokio runs the
+                    // task woken last first, and the submitters' answers (sent once this
+                    // returns) would wake theirs after the claimers, leaving those to wait
+                    // or to be stolen by another thread; a hand-over is for a quick start.
                     tokio::task::yield_now().await;
                 }
                 answers
