@@ -212,6 +212,16 @@ impl FreshStore {
         .await
     }
 
+    /// When the last operation finished, as the store recorded it (`completed_at`, unix
+    /// microseconds).
+    pub async fn last_completed_micros(&self) -> anyhow::Result<u64> {
+        self.count(
+            "SELECT max(completed_at) FROM operations",
+            "SELECT (extract(epoch FROM max(completed_at)) * 1000000)::bigint FROM finished",
+        )
+        .await
+    }
+
     /// Operations in the store.
     pub async fn count_all(&self) -> anyhow::Result<u64> {
         let sql = "SELECT count(*) FROM operations";
