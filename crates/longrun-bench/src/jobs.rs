@@ -173,14 +173,16 @@ pub async fn throughput(args: ThroughputArgs) -> anyhow::Result<Line> {
     cluster.stop().await?;
 
     let n = args.n as f64;
-    let mut line = run.line("throughput", args.n).with(
-        "enqueue",
-        format!(
-            "POST /v1/operations:batch with Prefer: return=minimal (ids only), {} jobs per call, calls one after another",
-            args.batch
-        ),
-    );
-    line = line.with("drain_recorded_s", round3(recorded_s));
+    let mut line = run
+        .line("throughput", args.n)
+        .with(
+            "enqueue",
+            format!(
+                "POST /v1/operations:batch with Prefer: return=minimal (ids only), {} jobs per call, calls one after another",
+                args.batch
+            ),
+        )
+        .with("drain_recorded_s", round3(recorded_s));
     if args.analyze {
         line = line.with("analyzed_before_drain", true);
     }

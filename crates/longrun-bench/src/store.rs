@@ -194,7 +194,7 @@ impl FreshStore {
     /// on (graphile-worker's poll counts its remaining rows the same way).
     /// On PostgreSQL, the `ready` and `running` tables hold exactly those.
     pub async fn count_unfinished(&self) -> anyhow::Result<u64> {
-        self.count(
+        self.scalar(
             // Each count walks the partial index of its status.
             "SELECT (SELECT count(*) FROM operations WHERE status = 'pending')
                   + (SELECT count(*) FROM operations WHERE status = 'running')",
@@ -205,7 +205,7 @@ impl FreshStore {
 
     /// Operations recorded as succeeded in the store.
     pub async fn count_succeeded(&self) -> anyhow::Result<u64> {
-        self.count(
+        self.scalar(
             "SELECT count(*) FROM operations WHERE status = 'succeeded'",
             "SELECT count(*) FROM finished WHERE status = 'succeeded'",
         )
@@ -215,7 +215,7 @@ impl FreshStore {
     /// When the last operation finished, as the store recorded it (`completed_at`, unix
     /// microseconds).
     pub async fn last_completed_micros(&self) -> anyhow::Result<u64> {
-        self.count(
+        self.scalar(
             "SELECT max(completed_at) FROM operations",
             "SELECT (extract(epoch FROM max(completed_at)) * 1000000)::bigint FROM finished",
         )
@@ -225,11 +225,11 @@ impl FreshStore {
     /// Operations in the store.
     pub async fn count_all(&self) -> anyhow::Result<u64> {
         let sql = "SELECT count(*) FROM operations";
-        self.count(sql, sql).await
+        self.scalar(sql, sql).await
     }
 
-    /// A count, by the SQL of the store's kind.
-    async fn count(&self, sqlite: &'static str, postgres: &'static str) -> anyhow::Result<u64> {
+    /// One non-negative integer (a count, a time), by the SQL of the store's kind.
+    async fn scalar(&self, sqlite: &'static str, postgres: &'static str) -> anyhow::Result<u64> {
         let n: i64 = match &self.pool {
             Pool::Sqlite(conn) => {
                 conn.run(move |c| c.prepare_cached(sqlite)?.query_row([], |row| row.get(0)))
