@@ -16,6 +16,7 @@ mod clock;
 mod cluster;
 mod fill;
 mod handler;
+mod http1;
 mod jobs;
 mod line;
 mod node;

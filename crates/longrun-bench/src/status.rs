@@ -7,12 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, bail, ensure};
 use clap::Args;
 use http::HeaderValue;
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
 use longrun_core::{NewKey, Role, Token};
-use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -20,6 +15,7 @@ use uuid::Uuid;
 use crate::cluster::{Cluster, system};
 use crate::fill::{expected_status, fill};
 use crate::handler::HandlerKind;
+use crate::http1::Connection;
 use crate::line::{Line, round1, round3};
 use crate::log;
 use crate::store::{FreshStore, PgArgs, StoreKind};
@@ -192,46 +188,4 @@ async fn submitter_key(url: &str) -> anyhow::Result<HeaderValue> {
     };
     store.create_key(new, &token).await?;
     Ok(HeaderValue::try_from(format!("Bearer {token}"))?)
-}
-
-/// One HTTP/1.1 keep-alive connection, sending `authorization` with every request if set.
-struct Connection {
-    sender: http1::SendRequest<Empty<Bytes>>,
-    host: String,
-    authorization: Option<HeaderValue>,
-}
-
-impl Connection {
-    async fn open(addr: &str, authorization: Option<HeaderValue>) -> anyhow::Result<Self> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                log!("status client connection: {e}");
-            }
-        });
-        Ok(Self {
-            sender,
-            host: addr.to_owned(),
-            authorization,
-        })
-    }
-
-    /// `GET path`: the status and the whole body.
-    async fn get(&mut self, path: &str) -> anyhow::Result<(u16, Bytes)> {
-        self.sender.ready().await?;
-        let mut request = http::Request::get(path)
-            .header(http::header::HOST, &self.host)
-            .body(Empty::new())?;
-        if let Some(authorization) = &self.authorization {
-            request
-                .headers_mut()
-                .insert(http::header::AUTHORIZATION, authorization.clone());
-        }
-        let response = self.sender.send_request(request).await?;
-        let status = response.status().as_u16();
-        let body = response.into_body().collect().await?.to_bytes();
-        Ok((status, body))
-    }
 }

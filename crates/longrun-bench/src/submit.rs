@@ -5,16 +5,17 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use anyhow::ensure;
+use anyhow::{Context, bail, ensure};
 use clap::Args;
-use longrun_client::Client;
 use longrun_core::wire::SubmitRequest;
+use longrun_core::{Operation, Status};
 use serde_json::json;
 use tokio::task::JoinSet;
 
 use crate::clock::now_ms;
 use crate::cluster::{Cluster, system};
 use crate::handler::{HandlerKind, TASK};
+use crate::http1::Connection;
 use crate::line::{round1, round3};
 use crate::store::{FreshStore, PgArgs, StoreKind};
 use crate::{Line, log};
@@ -48,30 +49,38 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<Line> {
     let cluster =
         Cluster::start(&store, args.pg.pg_max_connections, None, HandlerKind::Noop).await?;
     store.checkpoint().await?;
-    let client = Client::new(&cluster.base_url)?;
+    let addr = cluster
+        .base_url
+        .strip_prefix("http://")
+        .context("an http:// base URL")?
+        .to_owned();
+    let prefer = args.ids_only.then_some("return=minimal");
     let next = Arc::new(AtomicU64::new(0));
 
     let t0 = now_ms();
     let mut clients = JoinSet::new();
     for _ in 0..args.clients {
-        let (client, next, n, ids_only) = (client.clone(), next.clone(), args.n, args.ids_only);
+        let (addr, next, n) = (addr.clone(), next.clone(), args.n);
         clients.spawn(async move {
+            let mut conn = Connection::open(&addr, None).await?;
             let mut latencies = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= n {
                     return Ok::<_, anyhow::Error>(latencies);
                 }
-                let request = SubmitRequest {
-                    name: TASK.into(),
-                    kwargs: Some(json!({ "i": i })),
-                    ..SubmitRequest::default()
-                };
                 let sent = now_ms();
-                if ids_only {
-                    client.submit_id(&request, None).await?;
-                } else {
-                    client.submit(&request, None).await?;
+                let (status, body) = conn
+                    .post_json("/v1/operations", request(i)?, prefer)
+                    .await?;
+                if status != 202 {
+                    bail!(
+                        "submit {i}: {status} {}",
+                        String::from_utf8_lossy(&body[..body.len().min(300)])
+                    );
+                }
+                if i == 0 {
+                    check_answer(&body, prefer.is_some())?;
                 }
                 latencies.push(now_ms() - sent);
             }
@@ -100,4 +109,32 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<Line> {
     line.wall_s = Some(round3((t1 - t0) / 1e3));
     line.percentiles(&mut latencies);
     Ok(line)
+}
+
+/// The body of submit `i`: a no-op job with `i` as its argument.
+fn request(i: u64) -> anyhow::Result<Vec<u8>> {
+    let request = SubmitRequest {
+        name: TASK.into(),
+        kwargs: Some(json!({ "i": i })),
+        ..SubmitRequest::default()
+    };
+    Ok(serde_json::to_vec(&request)?)
+}
+
+/// The first answer is what a client is promised: the operation, pending, or its id alone.
+fn check_answer(body: &[u8], id_only: bool) -> anyhow::Result<()> {
+    if id_only {
+        let answer: serde_json::Value = serde_json::from_slice(body)?;
+        ensure!(answer["id"].is_string(), "the answer has no id: {answer}");
+    } else {
+        let op: Operation =
+            serde_json::from_slice(body).context("decoding the submitted operation")?;
+        ensure!(
+            op.name == TASK && op.status == Status::Pending,
+            "submitted as {} {}",
+            op.name,
+            op.status.as_str()
+        );
+    }
+    Ok(())
 }
