@@ -53,23 +53,41 @@ impl View {
     /// Renders `op`; `base_url` (scheme and authority, no trailing slash) makes the default
     /// `resultUrl` absolute.
     pub fn render(self, op: &Operation, base_url: &str) -> Rendered {
-        let result_url = op
-            .result_url
-            .clone()
-            .unwrap_or_else(|| format!("{base_url}{}", op.default_result_path()));
         match self {
-            View::Operation => {
-                let mut full = op.clone();
-                full.result_url = Some(result_url);
-                Rendered::Operation(Box::new(full))
-            }
+            View::Operation => View::Operation.render_owned(op.clone(), base_url),
             View::AsyncOperation => {
+                let result_url = op
+                    .result_url
+                    .clone()
+                    .unwrap_or_else(|| default_result_url(op, base_url));
                 Rendered::AsyncOperation(AsyncOperation::from_operation(op, result_url))
             }
             View::TaskStatus => Rendered::TaskStatus(GetStatusOfAnAsyncTask::from(op)),
             View::AsyncTask => Rendered::AsyncTask(Box::new(AsyncTask::from(op))),
         }
     }
+
+    /// [`render`](Self::render), taking the operation: the canonical rendering is then the
+    /// operation itself, not a copy of it (a status read's answer is rendered from an
+    /// operation it decoded for that alone).
+    pub fn render_owned(self, mut op: Operation, base_url: &str) -> Rendered {
+        match self {
+            View::Operation => {
+                let result_url = op
+                    .result_url
+                    .take()
+                    .unwrap_or_else(|| default_result_url(&op, base_url));
+                op.result_url = Some(result_url);
+                Rendered::Operation(Box::new(op))
+            }
+            view => view.render(&op, base_url),
+        }
+    }
+}
+
+/// The URL of `op`'s result when it names none of its own: its result route under `base_url`.
+fn default_result_url(op: &Operation, base_url: &str) -> String {
+    format!("{base_url}{}", op.default_result_path())
 }
 
 impl View {

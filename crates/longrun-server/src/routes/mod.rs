@@ -14,6 +14,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+use uuid::Uuid;
 
 use crate::AppState;
 use crate::base_url::BaseUrl;
@@ -51,20 +52,21 @@ pub struct ViewQuery {
 /// finished.
 fn operation_response(
     status: StatusCode,
-    op: &Operation,
+    op: Operation,
     view: Option<View>,
     base: &BaseUrl,
     retry_after_secs: u32,
 ) -> Response {
-    let body = axum::Json(view.unwrap_or_default().render(op, &base.0));
+    let terminal = op.is_terminal();
+    let body = axum::Json(view.unwrap_or_default().render_owned(op, &base.0));
     let mut response = (status, body).into_response();
-    set_retry_after(&mut response, op, retry_after_secs);
+    set_retry_after(&mut response, terminal, retry_after_secs);
     response
 }
 
-/// Sets `Retry-After` while `op` is not finished.
-fn set_retry_after(response: &mut Response, op: &Operation, retry_after_secs: u32) {
-    if !op.is_terminal() {
+/// Sets `Retry-After` unless the operation is finished (`terminal`).
+fn set_retry_after(response: &mut Response, terminal: bool, retry_after_secs: u32) {
+    if !terminal {
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
@@ -73,8 +75,8 @@ fn set_retry_after(response: &mut Response, op: &Operation, retry_after_secs: u3
 
 /// Sets `Location` to the operation's URL (skipped if the URL is not a valid header value,
 /// which a configured `public_url` could make it).
-fn set_location(response: &mut Response, name: &'static str, base: &BaseUrl, op: &Operation) {
-    if let Ok(url) = HeaderValue::from_str(&base.operation(op.id)) {
+fn set_location(response: &mut Response, name: &'static str, base: &BaseUrl, id: Uuid) {
+    if let Ok(url) = HeaderValue::from_str(&base.operation(id)) {
         response.headers_mut().insert(name, url);
     }
 }

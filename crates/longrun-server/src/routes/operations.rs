@@ -99,21 +99,22 @@ pub async fn submit(
         .transpose()?;
     let Submitted { operation, created } = state.store.submit(new).await?;
     let retry_after_secs = state.config.retry_after_secs;
+    let id = operation.id;
     let mut response = if minimal.0 {
-        let mut response = accepted_minimal(SubmittedId { id: operation.id });
-        set_retry_after(&mut response, &operation, retry_after_secs);
+        let mut response = accepted_minimal(SubmittedId { id });
+        set_retry_after(&mut response, operation.is_terminal(), retry_after_secs);
         response
     } else {
         operation_response(
             StatusCode::ACCEPTED,
-            &operation,
+            operation,
             query.view,
             &base,
             retry_after_secs,
         )
     };
-    set_location(&mut response, "location", &base, &operation);
-    set_location(&mut response, "operation-location", &base, &operation);
+    set_location(&mut response, "location", &base, id);
+    set_location(&mut response, "operation-location", &base, id);
     if !created {
         response
             .headers_mut()
@@ -338,19 +339,20 @@ pub async fn get(
         }
     }
 
-    let mut response = if etag::none_match(&headers, op.version) {
+    let version = op.version;
+    let mut response = if etag::none_match(&headers, version) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         operation_response(
             StatusCode::OK,
-            &op,
+            op,
             query.view,
             &base,
             state.config.retry_after_secs,
         )
     };
     let response_headers = response.headers_mut();
-    response_headers.insert(header::ETAG, etag::etag(op.version));
+    response_headers.insert(header::ETAG, etag::etag(version));
     if let Some(secs) = wait {
         response_headers.insert(prefer::PREFERENCE_APPLIED.clone(), prefer::applied(secs));
     }
@@ -482,15 +484,10 @@ pub async fn cancel(
         CancelOutcome::Cancelled => StatusCode::OK,
         CancelOutcome::Requested => StatusCode::ACCEPTED,
     };
-    let mut response = operation_response(
-        status,
-        &op,
-        query.view,
-        &base,
-        state.config.retry_after_secs,
-    );
+    let mut response =
+        operation_response(status, op, query.view, &base, state.config.retry_after_secs);
     if outcome == CancelOutcome::Requested {
-        set_location(&mut response, "location", &base, &op);
+        set_location(&mut response, "location", &base, id);
     }
     Ok(response)
 }
@@ -561,12 +558,12 @@ pub async fn result(
         Status::Pending | Status::Running => {
             let mut response = operation_response(
                 StatusCode::ACCEPTED,
-                &op,
+                op,
                 query.view,
                 &base,
                 state.config.retry_after_secs,
             );
-            set_location(&mut response, "location", &base, &op);
+            set_location(&mut response, "location", &base, id);
             Ok(response)
         }
     }

@@ -199,7 +199,7 @@ pub async fn complete(
 ) -> Result<Response, ApiError> {
     caller.allow(Action::Work)?;
     let op = record(&state, id, Outcome::Complete(request)).await?;
-    Ok(answer(&op, &base, minimal))
+    Ok(answer(op, &base, minimal))
 }
 
 /// Report a failed attempt.
@@ -237,7 +237,7 @@ pub async fn fail(
 ) -> Result<Response, ApiError> {
     caller.allow(Action::Work)?;
     let op = record(&state, id, Outcome::Fail(request)).await?;
-    Ok(answer(&op, &base, minimal))
+    Ok(answer(op, &base, minimal))
 }
 
 /// Give a leased operation back unfinished.
@@ -274,7 +274,7 @@ pub async fn release(
 ) -> Result<Response, ApiError> {
     caller.allow(Action::Work)?;
     let op = record(&state, id, Outcome::Release(request)).await?;
-    Ok(answer(&op, &base, minimal))
+    Ok(answer(op, &base, minimal))
 }
 
 /// Report on many leases at once.
@@ -420,10 +420,10 @@ async fn record(state: &AppState, id: Uuid, outcome: Outcome) -> Result<Operatio
 
 /// A worker report's answer: the canonical operation (absolute `resultUrl`), or nothing when
 /// the worker prefers `return=minimal` (it rarely needs the operation back).
-fn answer(op: &Operation, base: &BaseUrl, minimal: ReturnMinimal) -> Response {
+fn answer(op: Operation, base: &BaseUrl, minimal: ReturnMinimal) -> Response {
     if minimal.0 {
         let applied = [(PREFERENCE_APPLIED.clone(), ReturnMinimal::APPLIED)];
         return (StatusCode::NO_CONTENT, applied).into_response();
     }
-    axum::Json(View::Operation.render(op, &base.0)).into_response()
+    axum::Json(View::Operation.render_owned(op, &base.0)).into_response()
 }
