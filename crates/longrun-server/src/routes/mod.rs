@@ -10,7 +10,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use longrun_core::Operation;
 use longrun_core::views::View;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -58,10 +58,27 @@ fn operation_response(
     retry_after_secs: u32,
 ) -> Response {
     let terminal = op.is_terminal();
-    let body = axum::Json(view.unwrap_or_default().render_owned(op, &base.0));
-    let mut response = (status, body).into_response();
+    let mut response = json_response(status, &view.unwrap_or_default().render_owned(op, &base.0));
     set_retry_after(&mut response, terminal, retry_after_secs);
     response
+}
+
+/// Room for an operation's JSON (most are 1 to 2 KB): written into a buffer this size from
+/// the start, it is not copied to a buffer twice as big as it grows, as with `axum::Json`.
+const OPERATION_JSON_CAPACITY: usize = 2048;
+
+/// `value` as an `application/json` response with status `status`, written into a buffer of
+/// [`OPERATION_JSON_CAPACITY`]. Should it fail to serialize, `axum::Json` answers for it (a
+/// `500`), as it would have.
+fn json_response(status: StatusCode, value: &impl Serialize) -> Response {
+    let mut body = Vec::with_capacity(OPERATION_JSON_CAPACITY);
+    match serde_json::to_writer(&mut body, value) {
+        Ok(()) => {
+            let json = HeaderValue::from_static("application/json");
+            (status, [(header::CONTENT_TYPE, json)], body).into_response()
+        }
+        Err(_) => (status, axum::Json(value)).into_response(),
+    }
 }
 
 /// Sets `Retry-After` unless the operation is finished (`terminal`).

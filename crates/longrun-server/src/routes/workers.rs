@@ -27,6 +27,7 @@ use super::common_responses::{
     BodyRefused, LeaseNotCurrent, MalformedJson, OperationNotFound, OutcomeNotRecorded,
     RecordedMinimal, Unavailable,
 };
+use super::json_response;
 use crate::AppState;
 use crate::base_url::BaseUrl;
 use crate::caller::{Action, Caller};
@@ -425,5 +426,5 @@ fn answer(op: Operation, base: &BaseUrl, minimal: ReturnMinimal) -> Response {
         let applied = [(PREFERENCE_APPLIED.clone(), ReturnMinimal::APPLIED)];
         return (StatusCode::NO_CONTENT, applied).into_response();
     }
-    axum::Json(View::Operation.render_owned(op, &base.0)).into_response()
+    json_response(StatusCode::OK, &View::Operation.render_owned(op, &base.0))
 }
