@@ -90,10 +90,13 @@ fn set_retry_after(response: &mut Response, terminal: bool, retry_after_secs: u3
     }
 }
 
-/// Sets `Location` to the operation's URL (skipped if the URL is not a valid header value,
-/// which a configured `public_url` could make it).
-fn set_location(response: &mut Response, name: &'static str, base: &BaseUrl, id: Uuid) {
+/// Sets each header of `names` (`Location`, `Operation-Location`) to the operation's URL
+/// (skipped if the URL is not a valid header value, which a configured `public_url` could
+/// make it).
+fn set_location(response: &mut Response, names: &[&'static str], base: &BaseUrl, id: Uuid) {
     if let Ok(url) = HeaderValue::from_str(&base.operation(id)) {
-        response.headers_mut().insert(name, url);
+        for name in names {
+            response.headers_mut().insert(*name, url.clone());
+        }
     }
 }

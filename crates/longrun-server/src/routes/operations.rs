@@ -113,8 +113,12 @@ pub async fn submit(
             retry_after_secs,
         )
     };
-    set_location(&mut response, "location", &base, id);
-    set_location(&mut response, "operation-location", &base, id);
+    set_location(
+        &mut response,
+        &["location", "operation-location"],
+        &base,
+        id,
+    );
     if !created {
         response
             .headers_mut()
@@ -487,7 +491,7 @@ pub async fn cancel(
     let mut response =
         operation_response(status, op, query.view, &base, state.config.retry_after_secs);
     if outcome == CancelOutcome::Requested {
-        set_location(&mut response, "location", &base, id);
+        set_location(&mut response, &["location"], &base, id);
     }
     Ok(response)
 }
@@ -563,7 +567,7 @@ pub async fn result(
                 &base,
                 state.config.retry_after_secs,
             );
-            set_location(&mut response, "location", &base, id);
+            set_location(&mut response, &["location"], &base, id);
             Ok(response)
         }
     }
