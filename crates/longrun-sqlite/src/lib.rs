@@ -133,7 +133,7 @@ impl SqliteStore {
 // queries name their index (each an O(1) walk to the first match, past the pending rows that
 // claims hold: the operations running now that no change has written out yet).
 pub(crate) const CLAIMABLE: &str =
-    "SELECT o.seq, o.body FROM operations o INDEXED BY operations_ready
+    "SELECT o.seq, o.version, o.body FROM operations o INDEXED BY operations_ready
      WHERE o.status = 'pending' AND o.run_at <= ?1
        AND (?2 = '[]' OR o.name IN (SELECT value FROM json_each(?2)))
        AND (?3 = '[]' OR o.queue IN (SELECT value FROM json_each(?3)))
@@ -285,11 +285,11 @@ impl Store for SqliteStore {
             return Ok(vec![]);
         }
         let (query, clock, claimed) = (query.clone(), self.clock.clone(), self.claimed.clone());
-        let leases = self
+        let started = self
             .writer
             .transaction(move |tx| {
                 let now = clock.now();
-                let ready = row::query_with(
+                let picked = row::pick(
                     tx,
                     CLAIMABLE,
                     params![
@@ -298,12 +298,14 @@ impl Store for SqliteStore {
                         json_list(&query.filter.queues),
                         query.max,
                     ],
-                    row::decode_stored,
                 )?;
-                let leases = row::start(tx, &claimed, ready, &query.worker, now, query.lease)?;
-                Ok(leases)
+                row::start(tx, picked, &query.worker, now, query.lease)
             })
             .await?;
+        let leases = started
+            .into_iter()
+            .map(|started| started.lease(&claimed))
+            .collect::<Result<Vec<_>, _>>()?;
         for lease in &leases {
             self.announce(&lease.operation);
         }
