@@ -80,20 +80,20 @@ pub(crate) fn decode(row: &Row<'_>) -> Result<Operation, StoreError> {
     Ok(op)
 }
 
-/// The operations a query returns, in its order, decoded by `decode`.
-pub(crate) fn query_with(
+/// The rows a query returns, in its order, each read by `decode`.
+pub(crate) fn query_with<T>(
     conn: &Connection,
     sql: &str,
     params: impl Params,
-    decode: impl Fn(&Row<'_>) -> Result<Operation, StoreError>,
-) -> Result<Vec<Operation>, StoreError> {
+    decode: impl Fn(&Row<'_>) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
     let mut stmt = conn.prepare_cached(sql).map_err(db)?;
     let mut rows = stmt.query(params).map_err(db)?;
-    let mut ops = Vec::new();
+    let mut found = Vec::new();
     while let Some(row) = rows.next().map_err(db)? {
-        ops.push(decode(row)?);
+        found.push(decode(row)?);
     }
-    Ok(ops)
+    Ok(found)
 }
 
 /// The operations a query of [`operations_where!`] returns, in its order.
@@ -151,17 +151,13 @@ pub(crate) fn pick(
     sql: &str,
     params: impl Params,
 ) -> Result<Vec<Picked>, StoreError> {
-    let mut stmt = conn.prepare_cached(sql).map_err(db)?;
-    let mut rows = stmt.query(params).map_err(db)?;
-    let mut picked = Vec::new();
-    while let Some(row) = rows.next().map_err(db)? {
-        picked.push(Picked {
+    query_with(conn, sql, params, |row| {
+        Ok(Picked {
             seq: row.get(0).map_err(db)?,
             version: row.get(1).map_err(db)?,
             body: row.get_ref(2).map_err(db)?.as_bytes().map_err(db)?.to_vec(),
-        });
-    }
-    Ok(picked)
+        })
+    })
 }
 
 /// A picked operation whose start is recorded in its `claims` row.
