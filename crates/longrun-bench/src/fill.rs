@@ -130,7 +130,7 @@ async fn insert_sqlite(
         ))?;
         for (op, body) in ops.iter().zip(bodies) {
             insert.execute(params![
-                op.id.to_string(),
+                op.id.as_bytes(),
                 op.name,
                 op.queue,
                 op.priority,
@@ -138,8 +138,8 @@ async fn insert_sqlite(
                 micros(op.run_at),
                 op.lease_expires_at.map(micros),
                 op.completed_at.map(micros),
-                op.parent_id.map(|id| id.to_string()),
-                op.root_id.to_string(),
+                op.parent_id.as_ref().map(Uuid::as_bytes),
+                op.root_id.as_bytes(),
                 op.customer,
                 op.created_by,
                 None::<String>,

@@ -168,7 +168,7 @@ fn list_statement(query: &ListQuery) -> Statement {
             params.push((name, value));
         }
     };
-    let id = |id: Option<Uuid>| boxed(id.map(|id| id.to_string()));
+    let id = |id: Option<Uuid>| boxed(id.map(Uuid::into_bytes));
     filter(" AND o.name = :name", ":name", boxed(query.name.clone()));
     filter(" AND o.parent_id = :parent", ":parent", id(query.parent_id));
     filter(" AND o.root_id = :root", ":root", id(query.root_id));

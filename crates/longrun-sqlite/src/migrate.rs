@@ -9,11 +9,12 @@ use crate::conn::begin;
 use crate::row::db;
 
 /// Every migration, in order.
-const MIGRATIONS: [&str; 4] = [
+const MIGRATIONS: [&str; 5] = [
     include_str!("../migrations/0001_operations.sql"),
     include_str!("../migrations/0002_api_keys.sql"),
     include_str!("../migrations/0003_claim_indexes.sql"),
     include_str!("../migrations/0004_claims.sql"),
+    include_str!("../migrations/0005_binary_ids.sql"),
 ];
 
 /// Brings the schema up to date.
@@ -125,6 +126,40 @@ mod tests {
                 "sqlite_sequence"
             ]
         );
+    }
+
+    /// The indexes of `operations`: name and definition.
+    fn indexes(conn: &Connection) -> Vec<(String, Option<String>)> {
+        let mut stmt = conn
+            .prepare(
+                "SELECT name, sql FROM sqlite_master
+                 WHERE type = 'index' AND tbl_name = 'operations' ORDER BY name",
+            )
+            .unwrap();
+        stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn rebuilding_operations_for_binary_ids_keeps_its_indexes() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..4] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 4).unwrap();
+        let before = indexes(&conn);
+        migrate(&mut conn).unwrap();
+        assert_eq!(indexes(&conn), before);
+        let id_type: String = conn
+            .query_row(
+                "SELECT type FROM pragma_table_info('operations') WHERE name = 'id'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(id_type, "BLOB");
     }
 
     #[test]

@@ -107,7 +107,7 @@ pub(crate) fn query(
 
 /// The operation with this id.
 pub(crate) fn load(conn: &Connection, id: Uuid) -> Result<Option<Operation>, StoreError> {
-    let mut found = query(conn, operations_where!("o.id = ?1"), [id.to_string()])?;
+    let mut found = query(conn, operations_where!("o.id = ?1"), [id.as_bytes()])?;
     Ok(found.pop())
 }
 
@@ -119,7 +119,7 @@ pub(crate) fn load_to_change(
     claimed: &Claimed,
 ) -> Result<Option<Operation>, StoreError> {
     let sql = operations_where!(", o.version", "o.id = ?1");
-    let mut found = query_with(conn, sql, [id.to_string()], |row| {
+    let mut found = query_with(conn, sql, [id.as_bytes()], |row| {
         let claim = match row.get::<_, Option<i64>>(2).map_err(db)? {
             Some(from) => {
                 let lease = row.get_ref(3).map_err(db)?.as_str().map_err(db)?;
@@ -237,7 +237,7 @@ pub(crate) fn insert(
         .map_err(db)?;
     // `seq` is the `INTEGER PRIMARY KEY`: the rowid that `insert` returns.
     stmt.insert(params![
-        op.id.to_string(),
+        op.id.as_bytes(),
         op.name,
         op.queue,
         op.priority,
@@ -245,8 +245,8 @@ pub(crate) fn insert(
         micros(op.run_at),
         op.lease_expires_at.map(micros),
         op.completed_at.map(micros),
-        op.parent_id.map(|id| id.to_string()),
-        op.root_id.to_string(),
+        op.parent_id.as_ref().map(Uuid::as_bytes),
+        op.root_id.as_bytes(),
         op.customer,
         op.created_by,
         idempotency.map(|i| i.key.as_str()),

@@ -126,15 +126,15 @@ fn submit(
     let root_id = match new.parent_id {
         None => None,
         Some(parent) => {
-            let root: Option<String> = conn
+            let root: Option<[u8; 16]> = conn
                 .prepare_cached("SELECT root_id FROM operations WHERE id = ?1")
                 .and_then(|mut stmt| {
-                    stmt.query_row([parent.to_string()], |row| row.get(0))
+                    stmt.query_row([parent.as_bytes()], |row| row.get(0))
                         .optional()
                 })
                 .map_err(db)?;
             let root = root.ok_or(StoreError::ParentNotFound(parent))?;
-            Some(Uuid::parse_str(&root).map_err(db)?)
+            Some(Uuid::from_bytes(root))
         }
     };
     let idempotency = new.idempotency.clone();

@@ -14,6 +14,7 @@ use longrun_core::{
 use longrun_sqlite::SqliteStore;
 use tempfile::TempDir;
 use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
 
 /// Fresh SQLite files in a temporary directory that lives as long as the factory.
 struct Sqlite(TempDir);
@@ -387,6 +388,103 @@ async fn a_body_stored_as_json_is_read_and_rewritten_at_the_next_change() {
     assert_eq!(body_type(), "text");
     shared::a_row_an_earlier_version_wrote_reads_and_changes(&*store, &submitted).await;
     assert_eq!(body_type(), "blob");
+}
+
+/// A file whose ids were written as text, before migration 0005 stored them as their 16 bytes,
+/// keeps every operation through it: they read by id, list by parent and by root, take
+/// children, and a new operation's seq comes after every seq handed out before (a deleted
+/// operation's too).
+#[tokio::test]
+async fn ids_written_as_text_read_as_before_after_the_migration() {
+    let factory = Sqlite::new();
+    let clock = clock();
+    let now = clock.now();
+    let parent = NewOperation::named("parent").into_operation(Uuid::now_v7(), None, now);
+    let child = NewOperation {
+        parent_id: Some(parent.id),
+        ..NewOperation::named("child")
+    }
+    .into_operation(Uuid::now_v7(), Some(parent.id), now);
+    let deleted = NewOperation::named("deleted").into_operation(Uuid::now_v7(), None, now);
+    {
+        let conn = rusqlite::Connection::open(factory.0.path().join("longrun.db")).expect("open");
+        conn.execute_batch(concat!(
+            include_str!("../migrations/0001_operations.sql"),
+            include_str!("../migrations/0002_api_keys.sql"),
+            include_str!("../migrations/0003_claim_indexes.sql"),
+            include_str!("../migrations/0004_claims.sql"),
+            "PRAGMA user_version = 4;"
+        ))
+        .expect("the schema before 0005");
+        for op in [&parent, &child, &deleted] {
+            conn.execute(
+                "INSERT INTO operations (id, name, queue, priority, status, run_at, parent_id,
+                     root_id, customer, created_by, version, body)
+                 VALUES (?1, ?2, 'default', 0, 'pending', 0, ?3, ?4, 0, 0, ?5, ?6)",
+                rusqlite::params![
+                    op.id.to_string(),
+                    op.name,
+                    op.parent_id.map(|id| id.to_string()),
+                    op.root_id.to_string(),
+                    op.version,
+                    serde_json::to_string(op).expect("JSON"),
+                ],
+            )
+            .expect("a row as the earlier version wrote it");
+        }
+        conn.execute("DELETE FROM operations WHERE name = 'deleted'", [])
+            .expect("delete the last");
+    }
+
+    let store = factory.fresh(clock).await;
+    let read = |id| {
+        let store = store.clone();
+        async move { store.get(id).await.expect("get").expect("found") }
+    };
+    assert_eq!(read(parent.id).await.name, "parent");
+    let read_child = read(child.id).await;
+    assert_eq!(
+        (read_child.parent_id, read_child.root_id),
+        (Some(parent.id), parent.id)
+    );
+    assert_eq!(store.get(deleted.id).await.expect("get"), None);
+    let listed = |query: ListQuery| {
+        let store = store.clone();
+        async move {
+            let page = store
+                .list(&ListQuery { limit: 10, ..query })
+                .await
+                .expect("list");
+            page.operations
+                .into_iter()
+                .map(|op| op.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    let by_parent = ListQuery {
+        parent_id: Some(parent.id),
+        ..ListQuery::default()
+    };
+    assert_eq!(listed(by_parent).await, [child.id]);
+    let by_root = ListQuery {
+        root_id: Some(parent.id),
+        ..ListQuery::default()
+    };
+    assert_eq!(listed(by_root).await, [child.id, parent.id]);
+
+    let grandchild = store
+        .submit(NewOperation {
+            parent_id: Some(child.id),
+            ..NewOperation::named("grandchild")
+        })
+        .await
+        .expect("a child of a migrated operation")
+        .operation;
+    assert_eq!(
+        grandchild.root_id, parent.id,
+        "the root read from the parent's row"
+    );
+    assert_eq!(grandchild.seq, 4, "after the three seqs handed out before");
 }
 
 /// A claim writes a narrow `claims` row, not the operation's row; reads show the operation
