@@ -1,6 +1,6 @@
 -- Operation ids (`id`, `parent_id`, `root_id`) as their 16 bytes instead of 36 characters of
 -- text: the unique index that every read by id descends is half the size (at 1,000,000
--- operations 29 MB instead of 52, three levels instead of four), and so are the root and
+-- operations 20 MB instead of 38, three levels instead of four), and so are the root and
 -- parent indexes. SQLite cannot change a column's type, so the table is rebuilt and its
 -- indexes made again, as they were.
 CREATE TABLE operations_binary_ids (
