@@ -111,6 +111,14 @@ fn options() -> WorkerOptions {
     }
 }
 
+/// [`options`] with one handler at a time.
+fn one_at_a_time() -> WorkerOptions {
+    WorkerOptions {
+        concurrency: 1,
+        ..options()
+    }
+}
+
 /// A worker running in the background until [`RunningWorker::shutdown`].
 struct RunningWorker {
     stop: oneshot::Sender<()>,
@@ -483,6 +491,91 @@ impl Backend for SlowCompletions {
     }
 }
 
+/// A backend with `left` operations to hand out, one per claim; reports are taken at once
+/// (each completion is sent on `completed`). Once none is left, a claim waits forever, as a
+/// long-poll of an empty queue does.
+struct OnePerClaim {
+    left: AtomicUsize,
+    completed: tokio::sync::mpsc::UnboundedSender<Uuid>,
+}
+
+#[async_trait::async_trait]
+impl Backend for OnePerClaim {
+    async fn claim(&self, _request: &ClaimRequest) -> Result<Vec<LeaseGrant>, BackendError> {
+        let taken = self
+            .left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if taken.is_err() {
+            std::future::pending::<()>().await;
+        }
+        let now = time::OffsetDateTime::now_utc();
+        let lease = Uuid::now_v7();
+        let mut operation = NewOperation::named("quick").into_operation(Uuid::now_v7(), None, now);
+        operation
+            .start(lease, "test", time::Duration::seconds(30), now)
+            .unwrap();
+        Ok(vec![LeaseGrant {
+            lease_id: lease,
+            lease_expires_at: now + time::Duration::seconds(30),
+            operation,
+        }])
+    }
+
+    async fn heartbeat(
+        &self,
+        _id: Uuid,
+        _request: &HeartbeatRequest,
+    ) -> Result<HeartbeatResponse, BackendError> {
+        Ok(HeartbeatResponse {
+            cancel_requested: false,
+            lease_expires_at: time::OffsetDateTime::now_utc() + time::Duration::seconds(30),
+        })
+    }
+
+    async fn complete(&self, id: Uuid, _request: &CompleteRequest) -> Result<(), BackendError> {
+        let _ = self.completed.send(id);
+        Ok(())
+    }
+
+    async fn fail(&self, _id: Uuid, _request: &FailRequest) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    async fn release(&self, _id: Uuid, _lease_id: Uuid) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    async fn submit(&self, _request: &SubmitRequest) -> Result<Operation, BackendError> {
+        Err(BackendError::Rejected("no submits here".into()))
+    }
+}
+
+/// The next claim goes out as soon as a slot is free, without waiting on the timer: on tokio's
+/// paused clock, which moves only when every task waits for a timer, twenty one-operation
+/// claims whose handlers each take half a millisecond take ten milliseconds. A claim that
+/// first slept, even for no time at all, waited for the timer's next millisecond each time.
+#[tokio::test(start_paused = true)]
+async fn claims_do_not_wait_on_the_timer() {
+    const JOBS: u32 = 20;
+    const HANDLER_TAKES: Duration = Duration::from_micros(500);
+    let (completed, mut completions) = tokio::sync::mpsc::unbounded_channel();
+    let backend = Arc::new(OnePerClaim {
+        left: AtomicUsize::new(JOBS as usize),
+        completed,
+    });
+    let registry = Registry::new().handler("quick", |_ctx, _input| async {
+        tokio::time::advance(HANDLER_TAKES).await;
+        Ok(())
+    });
+    let started = Instant::now();
+    let worker = RunningWorker::start(backend, registry, one_at_a_time());
+    for _ in 0..JOBS {
+        completions.recv().await.expect("the worker runs");
+    }
+    assert_eq!(started.elapsed(), HANDLER_TAKES * JOBS);
+    worker.shutdown().await;
+}
+
 /// A handler's slot is free as soon as it returns: the next handler starts while the
 /// completion of the first is still on its way to the store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -504,14 +597,7 @@ async fn the_next_handler_starts_while_a_completion_is_being_reported() {
         }
     });
     let (backend, closed) = SlowCompletions::closed(h.backend.clone()).await;
-    let worker = RunningWorker::start(
-        backend,
-        registry,
-        WorkerOptions {
-            concurrency: 1,
-            ..options()
-        },
-    );
+    let worker = RunningWorker::start(backend, registry, one_at_a_time());
     let status = timeout(Duration::from_secs(20), seen_rx.recv())
         .await
         .expect("the second handler ran")
