@@ -266,9 +266,9 @@ mod tests {
             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000)
              INSERT INTO operations (id, name, queue, priority, status, run_at, root_id,
                                      customer, created_by, version, body)
-             SELECT 'id' || i, 'n' || (i % 5), 'q', 0,
+             SELECT unhex(printf('%032x', i)), 'n' || (i % 5), 'q', 0,
                     CASE i % 3 WHEN 0 THEN 'pending' WHEN 1 THEN 'running' ELSE 'failed' END,
-                    i, 'r', 0, 0, 1, '{}'
+                    i, unhex(printf('%032x', i)), 0, 0, 1, '{}'
              FROM n;
              INSERT INTO claims SELECT seq, 1, 'l', 'w', 1, 1, 1 FROM operations WHERE seq % 7 = 0;
              ANALYZE;",
@@ -276,8 +276,9 @@ mod tests {
         .unwrap();
         let by_id = operations_where!("o.id = ?1");
         let mut stmt = conn.prepare(by_id).unwrap();
-        for i in 1..=50 {
-            stmt.query_row([format!("id{i}")], |_| Ok(())).unwrap();
+        for i in 1..=50u128 {
+            // Ids are their 16 bytes, as the store writes them (here `i`, big-endian).
+            stmt.query_row([i.to_be_bytes()], |_| Ok(())).unwrap();
         }
         assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0, "{by_id}");
         let mut stmt = conn.prepare(crate::CLAIMABLE).unwrap();
