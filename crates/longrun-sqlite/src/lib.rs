@@ -198,7 +198,8 @@ fn list_statement(query: &ListQuery) -> Statement {
 }
 
 // Running operations whose lease ran out: those written out as running, and those a claim
-// holds.
+// holds (`claims` is read whole, as for `SETTLED`: it holds about a second's claims, see
+// migration 0006).
 const EXPIRED: &str = row::operations_where!(
     "o.seq IN (SELECT seq FROM operations WHERE status = 'running' AND lease_expires_at <= ?1
                UNION ALL

@@ -9,12 +9,13 @@ use crate::conn::begin;
 use crate::row::db;
 
 /// Every migration, in order.
-const MIGRATIONS: [&str; 5] = [
+const MIGRATIONS: [&str; 6] = [
     include_str!("../migrations/0001_operations.sql"),
     include_str!("../migrations/0002_api_keys.sql"),
     include_str!("../migrations/0003_claim_indexes.sql"),
     include_str!("../migrations/0004_claims.sql"),
     include_str!("../migrations/0005_binary_ids.sql"),
+    include_str!("../migrations/0006_claims_without_lease_index.sql"),
 ];
 
 /// Brings the schema up to date.
