@@ -499,6 +499,9 @@ struct OnePerClaim {
     completed: tokio::sync::mpsc::UnboundedSender<Uuid>,
 }
 
+/// The lease [`OnePerClaim`] grants and extends.
+const ONE_PER_CLAIM_LEASE: time::Duration = time::Duration::seconds(30);
+
 #[async_trait::async_trait]
 impl Backend for OnePerClaim {
     async fn claim(&self, _request: &ClaimRequest) -> Result<Vec<LeaseGrant>, BackendError> {
@@ -512,11 +515,11 @@ impl Backend for OnePerClaim {
         let lease = Uuid::now_v7();
         let mut operation = NewOperation::named("quick").into_operation(Uuid::now_v7(), None, now);
         operation
-            .start(lease, "test", time::Duration::seconds(30), now)
+            .start(lease, "test", ONE_PER_CLAIM_LEASE, now)
             .unwrap();
         Ok(vec![LeaseGrant {
             lease_id: lease,
-            lease_expires_at: now + time::Duration::seconds(30),
+            lease_expires_at: operation.lease_expires_at.expect("started"),
             operation,
         }])
     }
@@ -528,7 +531,7 @@ impl Backend for OnePerClaim {
     ) -> Result<HeartbeatResponse, BackendError> {
         Ok(HeartbeatResponse {
             cancel_requested: false,
-            lease_expires_at: time::OffsetDateTime::now_utc() + time::Duration::seconds(30),
+            lease_expires_at: time::OffsetDateTime::now_utc() + ONE_PER_CLAIM_LEASE,
         })
     }
 
